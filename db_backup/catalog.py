@@ -1,0 +1,110 @@
+"""Finding backups in a store: manifests are the catalogue.
+
+Nothing else is consulted: no side file can drift from the store. A manifest
+that cannot be read is reported through ``on_skip`` and left out, never
+guessed at.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+
+from db_backup.errors import BackupNotFound, ManifestError, StorageError
+from db_backup.manifest import (
+    MANIFEST_NAME,
+    Manifest,
+    backup_prefix,
+    check_name,
+    is_backup_id,
+    manifest_key,
+    new_backup_id,
+    next_backup_id,
+    parse_manifest,
+)
+from db_backup.storage.base import ObjectInfo, Storage
+
+SkipFn = Callable[[str, Exception], None]
+RESERVED_PREFIXES = ("_", ".")
+
+
+def _ignore(key: str, exc: Exception) -> None:
+    return None
+
+
+def manifest_keys(storage: Storage, name: str | None = None) -> Iterator[tuple[str, str, str]]:
+    """(name, backup id, key) of every manifest in the store, optionally for one name."""
+    prefix = f"{check_name(name)}/" if name else ""
+    for info in storage.list(prefix):
+        parts = info.key.split("/")
+        if len(parts) != 3 or parts[2] != MANIFEST_NAME:
+            continue
+        if parts[0].startswith(RESERVED_PREFIXES) or not is_backup_id(parts[1]):
+            continue
+        yield parts[0], parts[1], info.key
+
+
+def load_manifest(storage: Storage, name: str, backup_id: str) -> Manifest:
+    """The manifest of one backup; BackupNotFound when there is none."""
+    key = manifest_key(name, backup_id)
+    if not storage.exists(key):
+        raise BackupNotFound(f"backup {name}/{backup_id} not found in {storage.describe()}")
+    return parse_manifest(storage.get_bytes(key), f"{storage.describe()}/{key}")
+
+
+def list_backups(
+    storage: Storage, name: str | None = None, on_skip: SkipFn = _ignore
+) -> list[Manifest]:
+    """Every complete backup (oldest first); unreadable manifests go to ``on_skip``."""
+    found: list[Manifest] = []
+    for bname, bid, key in manifest_keys(storage, name):
+        try:
+            manifest = parse_manifest(storage.get_bytes(key), f"{storage.describe()}/{key}")
+        except (ManifestError, StorageError) as exc:
+            on_skip(key, exc)
+            continue
+        if manifest.name != bname or manifest.backup_id != bid:
+            on_skip(
+                key, ManifestError(f"manifest {key} names {manifest.name}/{manifest.backup_id}")
+            )
+            continue
+        found.append(manifest)
+    found.sort(key=lambda m: (m.name, m.backup_id))
+    return found
+
+
+def find_backup(storage: Storage, name: str, ref: str = "latest") -> Manifest:
+    """The backup ``ref`` (an id or ``latest``) of ``name``; BackupNotFound otherwise."""
+    check_name(name)
+    if ref != "latest":
+        if not is_backup_id(ref):
+            raise BackupNotFound(
+                f"backup id {ref!r} is not an id like 20260115T020000Z or 'latest'"
+            )
+        return load_manifest(storage, name, ref)
+    backups = list_backups(storage, name)
+    if not backups:
+        raise BackupNotFound(f"no backups named {name!r} in {storage.describe()}")
+    return backups[-1]
+
+
+def allocate_backup_id(storage: Storage, name: str) -> str:
+    """A fresh id for ``name``, one second later than any id already used under it."""
+    backup_id = new_backup_id()
+    while _prefix_used(storage, backup_prefix(name, backup_id)):
+        backup_id = next_backup_id(backup_id)
+    return backup_id
+
+
+def _prefix_used(storage: Storage, prefix: str) -> bool:
+    return any(True for _ in storage.list(prefix))
+
+
+def objects_of(storage: Storage, name: str, backup_id: str) -> list[ObjectInfo]:
+    """Every object stored under one backup's prefix, manifest included."""
+    return list(storage.list(backup_prefix(name, backup_id)))
+
+
+def summaries(manifests: list[Manifest]) -> str:
+    """JSON array for ``list --json``."""
+    return json.dumps([m.summary() for m in manifests], indent=2)

@@ -1,0 +1,74 @@
+"""The storage interface every backend implements.
+
+Keys are ``/``-separated strings relative to the store's root (a directory,
+a bucket prefix). Adapters promise:
+
+* ``put_file`` / ``put_bytes`` make an object appear whole or not at all;
+* ``list`` never shows an object that is still being written;
+* errors are :class:`~db_backup.errors.StorageError` subclasses naming the key,
+  with ``transient`` set only when a retry may help.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import BinaryIO, Protocol, runtime_checkable
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """One object in a store."""
+
+    key: str
+    size: int
+    modified: datetime | None = None
+
+
+@runtime_checkable
+class Storage(Protocol):
+    """put / get / list / exists / delete over one backend."""
+
+    def describe(self) -> str:
+        """A URL-like location for messages, e.g. ``s3://bucket/prefix`` (no secrets)."""
+        ...
+
+    def put_file(self, key: str, path: Path) -> None:
+        """Store the file at ``path`` under ``key``, streaming, atomically."""
+        ...
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        """Store a small object (a manifest, an index) atomically."""
+        ...
+
+    def get_file(self, key: str, dest: Path) -> None:
+        """Download ``key`` into ``dest`` (streaming); raises ObjectNotFound."""
+        ...
+
+    def get_bytes(self, key: str) -> bytes:
+        """Read a small object whole; raises ObjectNotFound."""
+        ...
+
+    def open_read(self, key: str) -> contextlib.AbstractContextManager[BinaryIO]:
+        """A readable binary stream of ``key``; raises ObjectNotFound."""
+        ...
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        """Every complete object whose key starts with ``prefix``."""
+        ...
+
+    def exists(self, key: str) -> bool:
+        """True when ``key`` is a complete object."""
+        ...
+
+    def delete(self, key: str) -> None:
+        """Remove ``key``; deleting a missing key is not an error."""
+        ...
+
+
+def join_key(*parts: str) -> str:
+    """Join key segments with single slashes."""
+    return "/".join(p.strip("/") for p in parts if p.strip("/"))

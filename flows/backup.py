@@ -1,0 +1,72 @@
+"""The backup flow: dump -> compress -> checksum -> upload, manifest last."""
+
+from __future__ import annotations
+
+from db_backup.blocks.resolve import resolve_database
+from db_backup.flows.common import DEFAULT_STORAGE, current_flow_run_id, default_name, staging_dir
+from db_backup.tasks.backup import (
+    allocate_id,
+    checksum_file,
+    dump_database,
+    previous_backup,
+    upload_file,
+    write_manifest,
+)
+from prefect import flow, get_run_logger
+
+from db_backup import operations as ops
+from db_backup.manifest import check_name
+from db_backup.pipeline import DEFAULT_LEVEL
+
+
+def _run_name() -> str:
+    from prefect.runtime import flow_run
+
+    params = flow_run.parameters
+    name = params.get("name") or default_name(params["database"])
+    return f"backup-{name}-{flow_run.scheduled_start_time:%Y%m%dT%H%M%SZ}"
+
+
+@flow(name="backup-database", flow_run_name=_run_name, log_prints=False)
+def backup_database(
+    database: str,
+    storage: str = DEFAULT_STORAGE,
+    name: str | None = None,
+    compression_level: int = DEFAULT_LEVEL,
+    compression_threads: int | None = None,
+    allow_shrink: bool = False,
+    min_size_ratio: float = 0.5,
+) -> str:
+    """Back up ``database`` to ``storage`` and return the new backup id.
+
+    ``database`` is a block reference (``sqlite-database/shop``), a URL or a
+    SQLite path; ``storage`` a block reference, URL or directory. The manifest
+    is written only after every object is stored and checked: a failed run
+    leaves no manifest and never touches older backups.
+    """
+    logger = get_run_logger()
+    name = check_name(name or default_name(database))
+    connector = resolve_database(database)
+    previous = previous_backup(storage, name)
+    backup_id = allocate_id(storage, name)
+    with staging_dir("backup") as staging:
+        outcome = dump_database(database, str(staging), compression_level, compression_threads)
+        ops.check_shrink(previous, outcome, min_size_ratio, allow_shrink)
+        stored = []
+        for obj in outcome.objects:
+            checked = checksum_file(obj)
+            stored.append(
+                upload_file(storage, checked, ops.object_key(name, backup_id, obj.filename))
+            )
+        manifest = ops.build_manifest(
+            name=name,
+            backup_id=backup_id,
+            connector=connector,
+            outcome=outcome,
+            stored=stored,
+            compression={"algorithm": "zstd", "level": compression_level},
+            flow_run_id=current_flow_run_id(),
+        )
+        write_manifest(storage, manifest)
+    logger.info("Backup %s/%s complete", name, backup_id)
+    return backup_id

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The test suite: lint, types, then pytest with coverage against real services.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/bootstrap.sh
+bash scripts/services.sh
+export PREFECT_SERVER_ANALYTICS_ENABLED=false DO_NOT_TRACK=1
+echo "==> ruff" >&2
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
+echo "==> mypy" >&2
+bash scripts/typecheck.sh
+echo "==> pytest" >&2
+exec .venv/bin/python -m pytest --cov --cov-report=term "$@"

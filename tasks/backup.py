@@ -1,0 +1,110 @@
+"""Tasks of the backup flow: dump (streamed through zstd) -> checksum -> upload -> manifest."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from db_backup.blocks.resolve import resolve_database, resolve_storage
+from db_backup.tasks.retry import (
+    IO_JITTER,
+    IO_RETRIES,
+    IO_RETRY_DELAYS,
+    SHORT_RETRY_DELAYS,
+    retry_transient,
+)
+from prefect import get_run_logger, task
+from prefect.cache_policies import NONE
+
+from db_backup import operations as ops
+from db_backup.catalog import allocate_backup_id, list_backups
+from db_backup.manifest import Manifest, StoredObject
+from db_backup.pipeline import DumpSink, StagedObject
+from db_backup.progress import current_progress
+from db_backup.units import human_bytes
+
+
+@task(
+    name="dump",
+    cache_policy=NONE,
+    retries=IO_RETRIES,
+    retry_delay_seconds=IO_RETRY_DELAYS,
+    retry_jitter_factor=IO_JITTER,
+    retry_condition_fn=retry_transient,
+)
+def dump_database(database: str, staging: str, level: int, threads: int | None) -> ops.DumpOutcome:
+    """Dump ``database`` into staging, streamed through sha256 and zstd (one pass).
+
+    The dump is compressed as it is produced, so staging never holds the raw
+    dump and memory does not grow with its size.
+    """
+    logger = get_run_logger()
+    connector = resolve_database(database)
+    threads = getattr(connector, "compress_threads", 0) if threads is None else threads
+    sink = DumpSink(Path(staging), level=level, threads=threads, progress=current_progress())
+    outcome = ops.stage_dump(connector, sink)
+    raw = sum(o.raw_size for o in outcome.objects)
+    stored = sum(o.size for o in outcome.objects)
+    logger.info(
+        "Dumped %s: %d table(s), %s raw, %s with zstd-%d",
+        connector.describe(),
+        len(outcome.result.tables),
+        human_bytes(raw),
+        human_bytes(stored),
+        level,
+    )
+    return outcome
+
+
+@task(name="checksum", cache_policy=NONE)
+def checksum_file(obj: StagedObject) -> StagedObject:
+    """Re-read a staged part and confirm its sha256 before it leaves the machine."""
+    ops.verify_staged(obj)
+    get_run_logger().info("sha256 %s  %s", obj.sha256, obj.filename)
+    return obj
+
+
+@task(
+    name="upload",
+    cache_policy=NONE,
+    retries=IO_RETRIES,
+    retry_delay_seconds=IO_RETRY_DELAYS,
+    retry_jitter_factor=IO_JITTER,
+    retry_condition_fn=retry_transient,
+)
+def upload_file(storage: str, obj: StagedObject, key: str) -> StoredObject:
+    """Upload one staged part to the store (safe to run twice: same key, whole object)."""
+    store = resolve_storage(storage)
+    stored = ops.upload_staged(store, obj, key)
+    get_run_logger().info(
+        "Uploaded %s (%s) to %s/%s", obj.filename, human_bytes(obj.size), store.describe(), key
+    )
+    return stored
+
+
+@task(name="previous-backup", cache_policy=NONE, retries=2, retry_delay_seconds=SHORT_RETRY_DELAYS)
+def previous_backup(storage: str, name: str) -> Manifest | None:
+    """The newest complete backup of ``name``, used to catch suspiciously small dumps."""
+    backups = list_backups(resolve_storage(storage), name)
+    return backups[-1] if backups else None
+
+
+@task(name="allocate-id", cache_policy=NONE, retries=2, retry_delay_seconds=SHORT_RETRY_DELAYS)
+def allocate_id(storage: str, name: str) -> str:
+    """A fresh, sortable backup id not yet used under ``name``."""
+    return allocate_backup_id(resolve_storage(storage), name)
+
+
+@task(
+    name="write-manifest",
+    cache_policy=NONE,
+    retries=IO_RETRIES,
+    retry_delay_seconds=IO_RETRY_DELAYS,
+    retry_jitter_factor=IO_JITTER,
+    retry_condition_fn=retry_transient,
+)
+def write_manifest(storage: str, manifest: Manifest) -> str:
+    """Write the manifest last; from then on the backup exists."""
+    store = resolve_storage(storage)
+    key = ops.commit_manifest(store, manifest)
+    get_run_logger().info("Backup %s/%s committed (%s)", manifest.name, manifest.backup_id, key)
+    return key

@@ -1,0 +1,131 @@
+"""Tasks of the restore and verify flows."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from db_backup.blocks.resolve import resolve_database, resolve_storage
+from db_backup.tasks.retry import (
+    IO_JITTER,
+    IO_RETRIES,
+    IO_RETRY_DELAYS,
+    SHORT_RETRY_DELAYS,
+    retry_transient,
+)
+from prefect import get_run_logger, task
+from prefect.cache_policies import NONE
+
+from db_backup import operations as ops
+from db_backup.catalog import find_backup, list_backups
+from db_backup.connectors.base import RestoreRequest, RestoreResult, RestoreSource
+from db_backup.errors import IntegrityError
+from db_backup.manifest import Manifest, StoredObject
+from db_backup.units import human_bytes
+
+
+@task(
+    name="find-backup",
+    cache_policy=NONE,
+    retries=2,
+    retry_delay_seconds=SHORT_RETRY_DELAYS,
+    retry_condition_fn=retry_transient,
+)
+def find_manifest(storage: str, name: str, backup: str) -> Manifest:
+    """The manifest of ``backup`` (an id or 'latest'); BackupNotFound otherwise."""
+    return find_backup(resolve_storage(storage), name, backup)
+
+
+@task(
+    name="list-backups",
+    cache_policy=NONE,
+    retries=2,
+    retry_delay_seconds=SHORT_RETRY_DELAYS,
+    retry_condition_fn=retry_transient,
+)
+def list_manifests(storage: str, name: str) -> list[Manifest]:
+    """Every complete backup of ``name``, oldest first."""
+    logger = get_run_logger()
+    return list_backups(
+        resolve_storage(storage), name, on_skip=lambda k, e: logger.warning("Skipped %s: %s", k, e)
+    )
+
+
+@task(
+    name="download",
+    cache_policy=NONE,
+    retries=IO_RETRIES,
+    retry_delay_seconds=IO_RETRY_DELAYS,
+    retry_jitter_factor=IO_JITTER,
+    retry_condition_fn=retry_transient,
+)
+def download_object(storage: str, obj: StoredObject, staging: str) -> Path:
+    """Download one object to staging and check size and sha256 against the manifest."""
+    store = resolve_storage(storage)
+    path = ops.download_verified(store, obj, Path(staging))
+    get_run_logger().info(
+        "Downloaded and verified %s (%s, sha256 %s…)",
+        obj.key,
+        human_bytes(obj.size),
+        obj.sha256[:12],
+    )
+    return path
+
+
+@task(name="check-target", cache_policy=NONE)
+def check_target(target: str, manifest: Manifest, tables: list[str] | None, force: bool) -> None:
+    """Refuse early, before any download, a restore that could not proceed."""
+    connector = resolve_database(target)
+    precheck = getattr(connector, "check_target", None)
+    if precheck is not None:
+        precheck(manifest, RestoreRequest(tables=tables, force=force))
+
+
+@task(name="restore", cache_policy=NONE)
+def restore_objects(
+    target: str,
+    manifest: Manifest,
+    staged: dict[str, Path],
+    tables: list[str] | None,
+    force: bool,
+    options: dict[str, object] | None = None,
+) -> RestoreResult:
+    """Restore verified, staged objects into ``target`` (never retried: not idempotent)."""
+    connector = resolve_database(target)
+    source = RestoreSource(manifest=manifest, staged=staged)
+    request = RestoreRequest(tables=tables, force=force, options=dict(options or {}))
+    result = connector.restore(source, request)
+    get_run_logger().info(
+        "Restored %s/%s into %s (%d table(s))",
+        manifest.name,
+        manifest.backup_id,
+        connector.describe(),
+        len(result.tables),
+    )
+    return result
+
+
+@task(
+    name="verify",
+    cache_policy=NONE,
+    retries=IO_RETRIES,
+    retry_delay_seconds=IO_RETRY_DELAYS,
+    retry_jitter_factor=IO_JITTER,
+    retry_condition_fn=retry_transient,
+)
+def verify_objects(storage: str, manifest: Manifest) -> int:
+    """Re-read every object of a backup in the store; raise on the first bad one."""
+    store = resolve_storage(storage)
+    problems = ops.verify_manifest_objects(store, manifest)
+    if problems:
+        raise IntegrityError(
+            f"backup {manifest.name}/{manifest.backup_id} failed verification: {problems[0]}"
+            + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else "")
+        )
+    get_run_logger().info(
+        "Verified %s/%s: %d object(s), %s",
+        manifest.name,
+        manifest.backup_id,
+        len(manifest.objects),
+        human_bytes(manifest.stored_bytes),
+    )
+    return len(manifest.objects)

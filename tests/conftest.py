@@ -1,0 +1,97 @@
+"""Shared fixtures: a scrubbed environment, one Prefect test harness per session,
+and a runner for the ``db-backup`` console script."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+# Before anything imports Prefect: never talk to a server the developer has
+# configured, keep Prefect's home private to this run, and stay offline-quiet.
+for _key in list(os.environ):
+    if _key.startswith("PREFECT_"):
+        del os.environ[_key]
+_PREFECT_HOME = tempfile.mkdtemp(prefix="db-backup-tests-prefect-")
+os.environ.update(
+    {
+        "PREFECT_HOME": _PREFECT_HOME,
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "DO_NOT_TRACK": "1",
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+        "PREFECT_LOGGING_LEVEL": "INFO",
+    }
+)
+
+SCRUBBED_PREFIXES = ("AWS_", "PG", "MYSQL", "MARIADB", "AZURE_", "GOOGLE_", "DB_BACKUP_", "MONGO")
+SCRUBBED_NAMES = ("STORAGE_EMULATOR_HOST",)
+
+
+@pytest.fixture(autouse=True)
+def scrub_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test sees credentials or settings from the developer's shell."""
+    for key in list(os.environ):
+        if key.startswith(SCRUBBED_PREFIXES) or key in SCRUBBED_NAMES:
+            monkeypatch.delenv(key, raising=False)
+
+
+def in_ci() -> bool:
+    """True under CI, where a missing service is a failure, not a skip."""
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def need_service(available: bool, what: str) -> None:
+    """Skip locally, fail under CI, when a service a test needs is missing."""
+    if available:
+        return
+    if in_ci():
+        pytest.fail(f"{what} is required under CI=true but is not available")
+    pytest.skip(f"{what} is not available")
+
+
+@pytest.fixture(scope="session")
+def prefect_api() -> Iterator[str]:
+    """One Prefect test harness (a real temporary API server) for the whole session."""
+    from prefect.settings import PREFECT_API_URL
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180):
+        url = PREFECT_API_URL.value()
+        assert url, "the Prefect test harness gave no API URL"
+        yield str(url)
+
+
+CliRunner = Callable[..., subprocess.CompletedProcess[str]]
+
+
+def db_backup_executable() -> str:
+    """The installed console script next to this interpreter."""
+    exe = Path(sys.executable).with_name("db-backup")
+    return str(exe) if exe.exists() else (shutil.which("db-backup") or "db-backup")
+
+
+@pytest.fixture
+def cli(prefect_api: str, tmp_path: Path) -> CliRunner:
+    """Run ``db-backup ARGS`` in a subprocess against the session's Prefect API."""
+
+    def run(
+        *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        full_env = {**os.environ, "PREFECT_API_URL": prefect_api, **(env or {})}
+        return subprocess.run(
+            [db_backup_executable(), *args],
+            capture_output=True,
+            text=True,
+            env=full_env,
+            cwd=cwd or tmp_path,
+            timeout=600,
+            stdin=subprocess.DEVNULL,
+        )
+
+    return run
