@@ -2,10 +2,22 @@
 
 Every command prints one line ``error: ...`` to stderr and exits non-zero on
 failure; stdout carries results only (the backup id last, or JSON).
+
+Feature modules add their commands to :data:`app` when imported; each one is
+listed once in ``FEATURE_MODULES``.
 """
 
 from __future__ import annotations
 
+import importlib
+
 from db_backup.cli.app import app, main
+
+FEATURE_MODULES: tuple[str, ...] = (
+    # one line per feature module, e.g. "db_backup.cli.prune",
+)
+
+for _module in FEATURE_MODULES:
+    importlib.import_module(_module)
 
 __all__ = ["app", "main"]
