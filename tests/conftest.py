@@ -95,3 +95,35 @@ def cli(prefect_api: str, tmp_path: Path) -> CliRunner:
         )
 
     return run
+
+
+def _mount_tmpfs(path: Path, options: str) -> bool:
+    path.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True
+    )
+    return done.returncode == 0
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real 2 MiB filesystem (tmpfs): writes past it fail with ENOSPC."""
+    path = tmp_path / "tiny"
+    if not _mount_tmpfs(path, "size=2m"):
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+@pytest.fixture
+def readonly_dir(tmp_path: Path) -> Iterator[Path]:
+    """A read-only filesystem: even root cannot write to it (EROFS)."""
+    path = tmp_path / "ro"
+    if not _mount_tmpfs(path, "ro,size=1m"):
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
