@@ -20,7 +20,7 @@ from urllib.parse import quote
 from db_backup.connectors.base import DumpResult, RestoreRequest, RestoreResult, RestoreSource
 from db_backup.errors import ConfigError, IntegrityError, SourceError, TargetError
 from db_backup.manifest import Manifest
-from db_backup.pipeline import COPY_CHUNK, DumpSink, copy_stream
+from db_backup.pipeline import COPY_CHUNK, DumpSink, StagingError, copy_stream
 
 HEADER = b"SQLite format 3\x00"
 SIDE_FILES = ("-wal", "-shm", "-journal")
@@ -90,6 +90,11 @@ class SqliteConnector:
             finally:
                 src.close()
         except sqlite3.DatabaseError as exc:
+            if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+                raise StagingError(
+                    f"staging file {dest}: No space left on device (the snapshot needs room "
+                    f"for the whole database; set DB_BACKUP_STAGING to a larger disk)"
+                ) from exc
             raise SourceError(f"SQLite database {self.path} cannot be backed up: {exc}") from exc
 
     def _journal_mode(self) -> str:
