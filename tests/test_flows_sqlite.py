@@ -7,6 +7,8 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from db_backup.flows.backup import backup_database
+from db_backup.flows.restore import restore_database, verify_backup
 
 from db_backup.catalog import list_backups
 from db_backup.errors import (
@@ -18,8 +20,6 @@ from db_backup.errors import (
     StorageError,
     TargetError,
 )
-from db_backup.flows.backup import backup_database
-from db_backup.flows.restore import restore_database, verify_backup
 from db_backup.storage import LocalStorage
 from tests.sqlite_helpers import dump_rows, make_shop
 
@@ -131,12 +131,19 @@ def test_unknown_manifest_version_and_missing_ids(shop: Path, store: Path, tmp_p
     raw["format_version"] = 2
     path.write_text(json.dumps(raw))
     with pytest.raises(ManifestError, match="format_version 2"):
-        restore_database(name="shop", target=str(tmp_path / "t.db"), storage=str(store), backup=backup_id)
+        restore_database(
+            name="shop", target=str(tmp_path / "t.db"), storage=str(store), backup=backup_id
+        )
     skipped: list[str] = []
     assert list_backups(LocalStorage(store), "shop", on_skip=lambda k, e: skipped.append(k)) == []
     assert skipped == [f"shop/{backup_id}/manifest.json"]
     with pytest.raises(BackupNotFound, match="shop/20200101T000000Z not found"):
-        restore_database(name="shop", target=str(tmp_path / "t.db"), storage=str(store), backup="20200101T000000Z")
+        restore_database(
+            name="shop",
+            target=str(tmp_path / "t.db"),
+            storage=str(store),
+            backup="20200101T000000Z",
+        )
     with pytest.raises(BackupNotFound, match="no backups named 'other'"):
         restore_database(name="other", target=str(tmp_path / "t.db"), storage=str(store))
 
