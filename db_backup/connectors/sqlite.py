@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -194,6 +195,25 @@ class SqliteConnector:
 
     def check(self) -> list[str]:
         return _integrity_problems(self.path)
+
+    def scratch_target(self, label: str) -> SqliteConnector:
+        """A new, empty SQLite file for a drill, in this path's directory (or in it, if a dir).
+
+        Created with O_EXCL under a name that cannot be an existing file, so a
+        drill never opens a real database; TargetError when the directory
+        cannot hold it.
+        """
+        folder = self.path if self.path.is_dir() else self.path.parent
+        try:
+            fd, path = tempfile.mkstemp(
+                prefix=f".db-backup-drill-{label}-", suffix=".sqlite3", dir=folder
+            )
+        except OSError as exc:
+            raise TargetError(
+                f"cannot create a scratch SQLite database in {folder}: {exc.strerror or exc}"
+            ) from exc
+        os.close(fd)
+        return SqliteConnector(path, busy_timeout=self.busy_timeout)
 
     def drop(self) -> None:
         for suffix in ("", *SIDE_FILES):
