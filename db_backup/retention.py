@@ -24,7 +24,7 @@ Promises, whatever the policy:
   place. It is itself kept until it is older than every backup the rules keep,
   so a broken drill set-up that fails everything deletes nothing;
 * when no backup is successful, none is removed;
-* a backup dated after ``now`` (clock skew) is kept;
+* a backup dated after ``now`` (clock skew) is kept, and is not counted;
 * a policy that keeps nothing is refused (:class:`ConfigError`).
 
 Backups still being written have no manifest, so they are not backups and never
@@ -197,13 +197,15 @@ def select(backups: Sequence[Backup], policy: Policy, now: datetime) -> list[Dec
     def add(backup_id: str, reason: str) -> None:
         reasons[backup_id].append(reason)
 
-    counted = [b for b in ordered if b.counted]
+    # A backup dated in the future (clock skew) is kept but fills no slot: a wrong
+    # clock must not push real backups out.
+    counted = [b for b in ordered if b.counted and b.created_at <= now]
     _keep_last(counted, policy.keep_last, add)
     for rule in BUCKET_RULES:
         _keep_buckets(counted, rule, policy.counts()[rule], tz, add)
     _keep_within(ordered, policy.keep_within, now, add)
     _keep_safety(ordered, counted, now, add)
-    _keep_uncounted(ordered, counted, reasons)
+    _keep_uncounted(ordered, counted, reasons, now)
     return [_decision(b, reasons[b.backup_id]) for b in ordered]
 
 
@@ -235,13 +237,16 @@ def _keep_safety(
 
 
 def _keep_uncounted(
-    ordered: Sequence[Backup], counted: Sequence[Backup], reasons: dict[str, list[str]]
+    ordered: Sequence[Backup],
+    counted: Sequence[Backup],
+    reasons: dict[str, list[str]],
+    now: datetime,
 ) -> None:
     """A failed backup stays while it is newer than the oldest backup the rules keep."""
     kept_times = [b.created_at for b in ordered if reasons[b.backup_id]]
     horizon = min(kept_times) if kept_times else None
     for b in ordered:
-        if b.counted or reasons[b.backup_id]:
+        if reasons[b.backup_id] or (b.counted and b.created_at <= now):
             continue
         if not counted:
             reasons[b.backup_id].append(f"{b.note or 'not counted'}; no successful backup exists")
