@@ -74,6 +74,7 @@ class PrunePlan:
     orphan_grace: timedelta
     decisions: list[Decision]
     objects: dict[str, list[ObjectInfo]]
+    manifests: dict[str, Manifest] = field(default_factory=dict)
     orphans: list[Orphan] = field(default_factory=list)
     young_orphans: list[Orphan] = field(default_factory=list)
     partials: list[ObjectInfo] = field(default_factory=list)
@@ -160,6 +161,7 @@ def plan_prune(
         orphan_grace=orphan_grace,
         decisions=select(backups, policy, now) if backups else [],
         objects={m.backup_id: groups[m.backup_id] for m in manifests},
+        manifests={m.backup_id: m for m in manifests},
         warnings=warnings,
     )
     _place_orphans(plan, orphan_groups)
@@ -214,7 +216,7 @@ def apply_plan(
     """
     result = PruneResult()
     for decision in plan.removals:
-        _remove_backup(storage, plan.name, decision.backup_id, result)
+        _remove_backup(storage, plan, decision.backup_id, result)
     for orphan in plan.orphans:
         _remove_orphan(storage, plan, orphan, result)
     for partial in plan.partials:
@@ -236,14 +238,34 @@ def _delete(storage: Storage, key: str, result: PruneResult) -> bool:
     return True
 
 
-def _remove_backup(storage: Storage, name: str, backup_id: str, result: PruneResult) -> None:
+def _remove_backup(storage: Storage, plan: PrunePlan, backup_id: str, result: PruneResult) -> None:
     """Manifest first: from that moment the backup is no longer listed or restorable."""
-    if not _delete(storage, manifest_key(name, backup_id), result):
+    name, mkey = plan.name, manifest_key(plan.name, backup_id)
+    if not _unchanged(storage, plan, backup_id, result):
+        return
+    if not _delete(storage, mkey, result):
         return  # still listed as a backup, so leave every object in place
     result.removed.append(backup_id)
+    result.freed_bytes += sum(o.size for o in plan.objects.get(backup_id, []) if o.key == mkey)
     for info in sorted(storage.list(backup_prefix(name, backup_id)), key=lambda o: o.key):
         if _delete(storage, info.key, result):
             result.freed_bytes += info.size
+
+
+def _unchanged(storage: Storage, plan: PrunePlan, backup_id: str, result: PruneResult) -> bool:
+    """True when the manifest is still the one the plan decided on (ids are never reused,
+    but a second prune running at the same time may already have removed it)."""
+    try:
+        current = _read_manifest(storage, plan.name, backup_id)
+    except BackupError as exc:
+        if not storage.exists(manifest_key(plan.name, backup_id)):
+            return False  # already removed by someone else: nothing to do
+        result.errors.append(f"backup {plan.name}/{backup_id} left alone: {exc}")
+        return False
+    if current != plan.manifests.get(backup_id):
+        result.errors.append(f"backup {plan.name}/{backup_id} changed since the plan; left alone")
+        return False
+    return True
 
 
 def _remove_orphan(storage: Storage, plan: PrunePlan, orphan: Orphan, result: PruneResult) -> None:
