@@ -52,3 +52,18 @@ def make_backup(
         )
         ops.commit_manifest(storage, manifest)
     return manifest
+
+
+def read_artifact(key: str) -> str:
+    """The newest Prefect artifact with ``key`` (needs the ``prefect_api`` fixture)."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.sorting import ArtifactSort
+
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])),
+            sort=ArtifactSort.CREATED_DESC,
+        )
+    assert found, f"no artifact {key}"
+    return str(found[0].data)
