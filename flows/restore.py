@@ -70,7 +70,7 @@ def verify_backup(
     )
     if not manifests:
         raise BackupNotFound(f"no backups named {name!r} in {storage}")
-    outcomes = [_verify_and_record(storage, m) for m in manifests]
+    outcomes = [_verify_and_record(storage, m, keep_going=all_backups) for m in manifests]
     publish_markdown(
         "verify", name, reports.verify_markdown(name, storage, outcomes), f"Verify of {name}"
     )
@@ -80,10 +80,17 @@ def verify_backup(
     return [m.backup_id for m in manifests]
 
 
-def _verify_and_record(storage: str, manifest: Manifest) -> VerifyOutcome:
-    """Verify one backup; an error that is no verdict on it still counts as a failure."""
+def _verify_and_record(storage: str, manifest: Manifest, keep_going: bool) -> VerifyOutcome:
+    """Verify one backup and record the verdict.
+
+    An error that is no verdict on the backup (store unreachable) is raised as
+    is, or with ``keep_going`` listed as a failure so the other backups still
+    get verified; it is never recorded.
+    """
     state = verify_one(storage, manifest, return_state=True)
     outcome = state.result(raise_on_failure=False)
+    if isinstance(outcome, BaseException) and not keep_going:
+        raise outcome
     if not isinstance(outcome, VerifyOutcome):
         return VerifyOutcome(
             manifest.backup_id,

@@ -13,7 +13,7 @@ from db_backup.checks import latest_checks
 from db_backup.connectors.scratch import default_scratch_base, open_scratch, scratch_label
 from db_backup.connectors.sqlite import SqliteConnector
 from db_backup.drill import compare_counts, run_drill, summary_line
-from db_backup.errors import ConfigError, DrillFailed, TargetError
+from db_backup.errors import ConfigError, DrillFailed, TargetError, VerificationFailed
 from db_backup.manifest import Manifest, manifest_key
 from db_backup.storage.local import LocalStorage
 from tests.backup_helpers import make_backup, read_artifact
@@ -238,3 +238,26 @@ def test_cli_drill_list_verify_all(cli, store, shop, tmp_path):
     assert rows[first.backup_id]["last_verify_ok"] is False
     failed = cli("drill", first.backup_id, "--name", "shop", "--storage", str(store.root))
     assert failed.returncode == 8 and "drill FAILED" in failed.stderr
+
+
+def test_verify_flow_all_reports_every_failure_and_records(prefect_api, store, shop):
+    from db_backup.flows.restore import verify_backup
+
+    good = make_backup(store, "shop", shop)
+    bad = make_backup(store, "shop", shop)
+    worse = make_backup(store, "shop", shop)
+    alter_object(store, bad)
+    store.delete(worse.objects[0].key)
+    with pytest.raises(VerificationFailed) as caught:
+        verify_backup(name="shop", storage=str(store.root), all_backups=True)
+    message = str(caught.value)
+    assert message.startswith("2 of 3 backups of shop failed verification")
+    assert bad.backup_id in message and worse.backup_id in message
+    assert "missing" in message and "sha256" in message
+    states = latest_checks(store, "shop")
+    assert states[("shop", good.backup_id)].verify.ok  # type: ignore[union-attr]
+    assert not states[("shop", bad.backup_id)].verify.ok  # type: ignore[union-attr]
+    assert "1 ok, 2 failed" in read_artifact("verify-shop")
+    assert verify_backup(name="shop", backup=good.backup_id, storage=str(store.root)) == [
+        good.backup_id
+    ]
