@@ -87,3 +87,49 @@ def test_cli_prune(cli, store: LocalStorage):
         "prune", "--name", "shop", "--keep-daily", "3", "--timezone", "Nowhere/X", "--storage", root
     )
     assert bad_zone.returncode == 2 and "Nowhere/X" in bad_zone.stderr
+
+
+def test_applied_prunes_during_real_backup_runs_lose_nothing(cli, tmp_path: Path):
+    """`db-backup backup` (the real flow, in a subprocess) while prune loops with --apply."""
+    import threading
+    import time
+
+    from db_backup.operations import verify_manifest_objects
+    from db_backup.pruning import apply_plan, plan_prune
+    from db_backup.retention import Policy
+
+    store = LocalStorage(tmp_path / "race-store")
+    shop = make_shop(tmp_path / "race.db", rows=2000)
+    for days in (3, 2, 1):
+        make_backup(store, "race", shop, NOW - timedelta(days=days))
+    made: list[str] = []
+    failures: list[str] = []
+
+    def backups() -> None:
+        for _ in range(2):
+            run = cli("backup", "--database", str(shop), "--storage", str(store.root))
+            if run.returncode != 0:
+                failures.append(run.stderr)
+                return
+            made.append(run.stdout.strip().splitlines()[-1])
+
+    worker = threading.Thread(target=backups)
+    worker.start()
+    rounds = 0
+    while worker.is_alive():
+        result = apply_plan(
+            store, plan_prune(store, "race", Policy(keep_last=1), datetime.now(UTC)), hooks=[]
+        )
+        assert result.errors == [] and result.orphans_removed == []
+        rounds += 1
+        time.sleep(0.05)
+    worker.join()
+    assert failures == []
+    assert rounds > 10, "prune did not overlap the backups"
+    listed = list_backups(store, "race")
+    assert made[-1] == listed[-1].backup_id
+    assert {m.backup_id for m in listed} <= set(made)  # the older ones were pruned meanwhile
+    for m in listed:
+        assert verify_manifest_objects(store, m) == []
+    leftovers = {o.key.split("/")[1] for o in store.list("race/")}
+    assert leftovers == {m.backup_id for m in listed}
