@@ -114,7 +114,11 @@ def test_drill_catches_a_backup_failing_the_engine_check(store, tmp_path, scratc
     m = make_backup(store, "bad", corrupt_index_db(tmp_path / "bad.db"))
     report = drill(store, m, scratch_dir, tmp_path)
     assert not report.ok
-    assert "integrity_check" in report.problems[0] and "t_b" in report.problems[0]
+    assert report.problems[0] == "engine check: row 1 missing from index t_b"
+    assert report.check_problems[:2] == [
+        "row 1 missing from index t_b",
+        "row 2 missing from index t_b",
+    ]
 
 
 @pytest.mark.parametrize(
