@@ -19,6 +19,7 @@ import os
 import resource
 import shutil
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -56,6 +57,15 @@ def build_db(path: Path, mb: int) -> None:
     conn.executemany("INSERT INTO events(kind) VALUES (?)", [(f"e{i}",) for i in range(1000)])
     conn.commit()
     conn.close()
+
+
+RUNS = 5
+
+
+def summary(what: str, ours: list[float], shell: list[float]) -> None:
+    """Medians of alternating runs (the machine is shared and noisy)."""
+    a, b = statistics.median(ours), statistics.median(shell)
+    print(f"  {what}: median db-backup {a:.3f} s, median shell {b:.3f} s, ratio {a / b:.2f}")
 
 
 def timed(fn) -> float:  # type: ignore[no-untyped-def]
@@ -101,10 +111,14 @@ def bench_drill(work: Path, mb: int) -> None:
             target.drop()
             shutil.rmtree(staging)
 
-    for run in range(2):
+    ours_s, shell_s = [], []
+    for run in range(RUNS):
         a = timed(ours)
         b = timed(lambda: shell_drill(obj, work, sorted(m.tables)))
+        ours_s.append(a)
+        shell_s.append(b)
         print(f"  run {run + 1}: db-backup drill {a:.2f} s, shell {b:.2f} s, ratio {a / b:.2f}")
+    summary("drill", ours_s, shell_s)
 
 
 def bench_prune(work: Path, n: int) -> None:
@@ -131,7 +145,8 @@ def bench_prune(work: Path, n: int) -> None:
                 ),
             )
     policy = Policy(keep_last=10, keep_daily=7, keep_weekly=4, keep_monthly=12)
-    for run in range(2):
+    ours_s, shell_s = [], []
+    for run in range(RUNS):
         plan = None
 
         def ours() -> None:
@@ -147,10 +162,13 @@ def bench_prune(work: Path, n: int) -> None:
             )
         )
         assert plan is not None
+        ours_s.append(a)
+        shell_s.append(b)
         print(
             f"  run {run + 1}: plan over {n} backups ({len(plan.removals)} to remove) "
             f"{a:.3f} s, shell reading the manifests {b:.3f} s, ratio {a / b:.2f}"
         )
+    summary("prune plan", ours_s, shell_s)
 
 
 def main() -> None:
