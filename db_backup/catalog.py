@@ -89,8 +89,17 @@ def find_backup(storage: Storage, name: str, ref: str = "latest") -> Manifest:
 
 
 def allocate_backup_id(storage: Storage, name: str) -> str:
-    """A fresh id for ``name``, one second later than any id already used under it."""
+    """A fresh id for ``name``, later than every id used under it.
+
+    Never an id that a pruned backup once had: backups made faster than one a
+    second run ahead of the clock, and prune may empty an id's prefix, so "not
+    in use now" alone could hand out a removed backup's id again.
+    """
     backup_id = new_backup_id()
+    used = [i.key.split("/")[1] for i in storage.list(f"{check_name(name)}/")]
+    newest = max((u for u in used if is_backup_id(u)), default="")
+    if newest >= backup_id:
+        backup_id = next_backup_id(newest)
     while _prefix_used(storage, backup_prefix(name, backup_id)):
         backup_id = next_backup_id(backup_id)
     return backup_id

@@ -14,7 +14,9 @@ and its message names the object and the cause on one line::
     ├── BackupNotFound         no manifest for that id / name
     ├── ManifestError          a manifest that cannot be read or has an unknown version
     ├── IntegrityError         size or sha256 does not match the manifest
-    │   └── ChecksumMismatch
+    │   ├── ChecksumMismatch
+    │   ├── VerificationFailed  one or more backups failed verify (all are named)
+    │   └── DrillFailed        a restore drill found the backup unusable
     └── EncryptionError        wrong key, unknown header, tampered ciphertext
 
 ``exit_code`` is what the CLI exits with; ``transient`` says whether a retry
@@ -93,6 +95,14 @@ class IntegrityError(BackupError):
 
 class ChecksumMismatch(IntegrityError):
     """The sha256 of an object differs from the one recorded in the manifest."""
+
+
+class VerificationFailed(IntegrityError):
+    """One or more backups failed verification; the message names every one."""
+
+
+class DrillFailed(IntegrityError):
+    """A restore drill found the backup unusable (bad object, row counts, engine check)."""
 
 
 class EncryptionError(BackupError):

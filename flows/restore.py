@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from db_backup.flows.common import DEFAULT_STORAGE, staging_dir
+from db_backup.flows.common import DEFAULT_STORAGE, current_flow_run_id, staging_dir
+from db_backup.tasks.drill import publish_markdown, store_check, verify_one
 from db_backup.tasks.restore import (
     check_target,
     download_object,
     find_manifest,
     list_manifests,
     restore_objects,
-    verify_objects,
 )
 from prefect import flow, get_run_logger
 
-from db_backup.manifest import check_name
+from db_backup import reports
+from db_backup.checks import VerifyOutcome, verify_record
+from db_backup.errors import BackupNotFound, VerificationFailed
+from db_backup.manifest import Manifest, check_name
 
 
 @flow(name="restore-database", flow_run_name="restore-{name}-{backup}")
@@ -55,7 +59,9 @@ def verify_backup(
 ) -> list[str]:
     """Re-read the objects of a backup (or every backup of ``name``) and check them.
 
-    Fails the run when any object is missing, truncated or altered, so the
+    With ``all_backups`` every backup is verified even after one fails. Each
+    result is recorded next to its backup and the run publishes a Markdown
+    artifact; the run fails naming **every** damaged backup, so the
     Failed-state automations fire.
     """
     check_name(name)
@@ -63,9 +69,54 @@ def verify_backup(
         list_manifests(storage, name) if all_backups else [find_manifest(storage, name, backup)]
     )
     if not manifests:
-        from db_backup.errors import BackupNotFound
-
         raise BackupNotFound(f"no backups named {name!r} in {storage}")
-    for manifest in manifests:
-        verify_objects(storage, manifest)
+    outcomes = [_verify_and_record(storage, m, keep_going=all_backups) for m in manifests]
+    publish_markdown(
+        "verify", name, reports.verify_markdown(name, storage, outcomes), f"Verify of {name}"
+    )
+    failed = [o for o in outcomes if not o.ok]
+    if failed:
+        raise VerificationFailed(_failure_message(name, failed, len(outcomes)))
     return [m.backup_id for m in manifests]
+
+
+def _verify_and_record(storage: str, manifest: Manifest, keep_going: bool) -> VerifyOutcome:
+    """Verify one backup and record the verdict.
+
+    An error that is no verdict on the backup (store unreachable) is raised as
+    is, or with ``keep_going`` listed as a failure so the other backups still
+    get verified; it is never recorded.
+    """
+    state = verify_one(storage, manifest, return_state=True)
+    outcome = state.result(raise_on_failure=False)
+    if isinstance(outcome, BaseException) and not keep_going:
+        raise outcome
+    if not isinstance(outcome, VerifyOutcome):
+        return VerifyOutcome(
+            manifest.backup_id,
+            len(manifest.objects),
+            manifest.stored_bytes,
+            [f"could not be verified: {outcome}"],
+        )
+    record = state_of(
+        store_check(
+            storage, verify_record(manifest, outcome, current_flow_run_id()), return_state=True
+        )
+    )
+    if record:
+        get_run_logger().warning(
+            "Verify result of %s/%s not recorded: %s", manifest.name, manifest.backup_id, record
+        )
+    return outcome
+
+
+def state_of(state: Any) -> str:
+    """'' for a completed task state, else the error it failed with."""
+    return "" if state.is_completed() else str(state.result(raise_on_failure=False))
+
+
+def _failure_message(name: str, failed: list[VerifyOutcome], total: int) -> str:
+    if total == 1:
+        return f"backup {name}/{failed[0].backup_id} failed verification: {failed[0].problems[0]}"
+    listed = "; ".join(f"{o.backup_id}: {o.problems[0]}" for o in failed)
+    return f"{len(failed)} of {total} backups of {name} failed verification: {listed}"

@@ -186,40 +186,51 @@ def list_cmd(
     storage: StorageOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array.")] = False,
 ) -> None:
-    """List complete backups (those with a manifest), oldest first."""
+    """List complete backups (those with a manifest), oldest first, with their last drill."""
     from db_backup.blocks.resolve import resolve_storage
     from db_backup.catalog import list_backups
+    from db_backup.checks import drill_fields, latest_checks
 
     skipped: list[str] = []
+
+    def skip(key: str, exc: Exception) -> None:
+        skipped.append(f"warning: skipped {key}: {exc}")
+
     try:
-        manifests = list_backups(
-            resolve_storage(storage_location(storage)),
-            name,
-            on_skip=lambda key, exc: skipped.append(f"warning: skipped {key}: {exc}"),
-        )
+        store = resolve_storage(storage_location(storage))
+        manifests = list_backups(store, name, on_skip=skip)
+        checks = latest_checks(store, name, on_skip=skip)
     except BackupError as exc:
         fail(str(exc), exc.exit_code)
     for line in skipped:
         typer.echo(line, err=True)
+    rows = [{**m.summary(), **drill_fields(checks.get((m.name, m.backup_id)))} for m in manifests]
     if as_json:
-        typer.echo(json.dumps([m.summary() for m in manifests], indent=2))
+        typer.echo(json.dumps(rows, indent=2))
         return
-    _print_table(manifests)
+    _print_table(manifests, rows)
 
 
-def _print_table(manifests: list[Any]) -> None:
+def _print_table(manifests: list[Any], rows: list[dict[str, Any]]) -> None:
     from db_backup.units import human_bytes
 
     if not manifests:
         typer.echo("no backups")
         return
-    typer.echo(f"{'NAME':<20} {'ID':<17} {'ENGINE':<8} {'SIZE':>10} {'TABLES':>6}  SHA256")
-    for m in manifests:
-        s = m.summary()
+    typer.echo(
+        f"{'NAME':<20} {'ID':<17} {'ENGINE':<8} {'SIZE':>10} {'TABLES':>6}  {'SHA256':<16}  DRILL"
+    )
+    for m, s in zip(manifests, rows, strict=True):
         typer.echo(
             f"{m.name:<20} {m.backup_id:<17} {m.engine:<8} {human_bytes(m.stored_bytes):>10} "
-            f"{len(m.tables):>6}  {s['sha256'][:16]}"
+            f"{len(m.tables):>6}  {s['sha256'][:16]}  {_drill_cell(s)}"
         )
+
+
+def _drill_cell(row: dict[str, Any]) -> str:
+    if row["last_drill_at"] is None:
+        return "never"
+    return f"{'ok' if row['last_drill_ok'] else 'FAILED'} {row['last_drill_at']}"
 
 
 def _split_tables(tables: str | None) -> list[str] | None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +25,8 @@ from db_backup.pipeline import COPY_CHUNK, DumpSink, StagingError, copy_stream
 
 HEADER = b"SQLite format 3\x00"
 SIDE_FILES = ("-wal", "-shm", "-journal")
+# RestoreRequest option: the caller runs check() itself (drills), so skip the copy's check.
+SKIP_CHECK_OPTION = "skip_integrity_check"
 
 
 class SqliteConnector:
@@ -128,7 +131,8 @@ class SqliteConnector:
                 copy_stream(stream, out)
                 out.flush()
                 os.fsync(out.fileno())
-            _require_healthy(tmp, f"restored copy of {obj.key}")
+            if not request.options.get(SKIP_CHECK_OPTION):
+                _require_healthy(tmp, f"restored copy of {obj.key}")
             if request.tables is None:
                 self._replace_with(tmp)
                 return RestoreResult(str(self.path), sorted(source.manifest.tables))
@@ -199,6 +203,25 @@ class SqliteConnector:
 
     def check(self) -> list[str]:
         return _integrity_problems(self.path)
+
+    def scratch_target(self, label: str) -> SqliteConnector:
+        """A new, empty SQLite file for a drill, in this path's directory (or in it, if a dir).
+
+        Created with O_EXCL under a name that cannot be an existing file, so a
+        drill never opens a real database; TargetError when the directory
+        cannot hold it.
+        """
+        folder = self.path if self.path.is_dir() else self.path.parent
+        try:
+            fd, path = tempfile.mkstemp(
+                prefix=f".db-backup-drill-{label}-", suffix=".sqlite3", dir=folder
+            )
+        except OSError as exc:
+            raise TargetError(
+                f"cannot create a scratch SQLite database in {folder}: {exc.strerror or exc}"
+            ) from exc
+        os.close(fd)
+        return SqliteConnector(path, busy_timeout=self.busy_timeout)
 
     def drop(self) -> None:
         for suffix in ("", *SIDE_FILES):

@@ -10,6 +10,7 @@ import contextlib
 import errno
 import os
 import shutil
+import stat
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -111,14 +112,27 @@ class LocalStorage:
                 yield ObjectInfo(key, st.st_size, datetime.fromtimestamp(st.st_mtime, UTC))
 
     def list_partials(self, prefix: str = "") -> Iterator[ObjectInfo]:
-        """Leftover ``*.partial-*`` files from interrupted writes (for prune)."""
+        """Leftover ``*.partial-*`` files from interrupted writes (for prune).
+
+        Walks with os.walk, which skips directories removed while it runs (a
+        prune or a write may be going on at the same time).
+        """
         if not self.root.is_dir():
             return
-        for full in self.root.rglob(f"*{PARTIAL_MARK}*"):
-            key = full.relative_to(self.root).as_posix()
-            if key.startswith(prefix) and full.is_file():
-                st = full.stat()
-                yield ObjectInfo(key, st.st_size, datetime.fromtimestamp(st.st_mtime, UTC))
+        for dirpath, _dirnames, filenames in os.walk(self.root):
+            for fname in filenames:
+                if PARTIAL_MARK not in fname:
+                    continue
+                full = Path(dirpath) / fname
+                key = full.relative_to(self.root).as_posix()
+                if not key.startswith(prefix):
+                    continue
+                try:
+                    st = full.stat()
+                except FileNotFoundError:
+                    continue  # renamed into place (or removed) since the walk saw it
+                if stat.S_ISREG(st.st_mode):
+                    yield ObjectInfo(key, st.st_size, datetime.fromtimestamp(st.st_mtime, UTC))
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()

@@ -1,0 +1,111 @@
+"""Tasks of the drill and verify flows: scratch target, drill, verify, records, artifacts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from db_backup.blocks.resolve import resolve_database, resolve_storage
+from db_backup.tasks.retry import (
+    IO_JITTER,
+    IO_RETRIES,
+    IO_RETRY_DELAYS,
+    SHORT_RETRY_DELAYS,
+    retry_transient,
+)
+from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NONE
+
+from db_backup import drill, reports
+from db_backup.checks import CheckRecord, VerifyOutcome, record_check, verify_backup_objects
+from db_backup.connectors.base import Connector
+from db_backup.connectors.scratch import default_scratch_base, open_scratch, scratch_label
+from db_backup.manifest import Manifest
+from db_backup.units import human_bytes
+
+
+@task(name="create-scratch", cache_policy=NONE)
+def create_scratch(manifest: Manifest, scratch: str | None) -> Connector:
+    """Create the empty, temporary database a drill restores into (never a real one)."""
+    base = resolve_database(scratch) if scratch else default_scratch_base(manifest.engine)
+    target = open_scratch(base, manifest.engine, scratch_label(manifest.name, manifest.backup_id))
+    get_run_logger().info("Created scratch target %s", target.describe())
+    return target
+
+
+@task(name="drill", cache_policy=NONE)
+def drill_into(
+    storage: str, manifest: Manifest, target: Connector, staging: str
+) -> drill.DrillReport:
+    """Download (sha256-checked), restore into the scratch target, count rows, run the check."""
+    report = drill.run_drill(resolve_storage(storage), manifest, target, Path(staging))
+    logger = get_run_logger()
+    (logger.info if report.ok else logger.error)(drill.summary_line(report))
+    return report
+
+
+@task(name="drop-scratch", cache_policy=NONE, retries=2, retry_delay_seconds=SHORT_RETRY_DELAYS)
+def drop_scratch(target: Connector) -> None:
+    """Drop the scratch target the drill created."""
+    target.drop()
+    get_run_logger().info("Dropped scratch target %s", target.describe())
+
+
+@task(
+    name="record-check",
+    cache_policy=NONE,
+    retries=IO_RETRIES,
+    retry_delay_seconds=IO_RETRY_DELAYS,
+    retry_jitter_factor=IO_JITTER,
+    retry_condition_fn=retry_transient,
+)
+def store_check(storage: str, record: CheckRecord) -> str:
+    """Write a drill or verify record next to the backup (a new object; manifests stay)."""
+    key = record_check(resolve_storage(storage), record)
+    get_run_logger().info(
+        "Recorded %s %s for %s/%s at %s",
+        record.kind,
+        record.outcome,
+        record.name,
+        record.backup_id,
+        key,
+    )
+    return key
+
+
+@task(
+    name="verify",
+    cache_policy=NONE,
+    retries=IO_RETRIES,
+    retry_delay_seconds=IO_RETRY_DELAYS,
+    retry_jitter_factor=IO_JITTER,
+    retry_condition_fn=retry_transient,
+)
+def verify_one(storage: str, manifest: Manifest) -> VerifyOutcome:
+    """Re-read every object of one backup; damaged objects are listed, not raised."""
+    outcome = verify_backup_objects(resolve_storage(storage), manifest)
+    logger = get_run_logger()
+    if outcome.ok:
+        logger.info(
+            "Verified %s/%s: %d object(s), %s",
+            manifest.name,
+            manifest.backup_id,
+            outcome.objects,
+            human_bytes(outcome.stored_bytes),
+        )
+    else:
+        logger.error(
+            "Backup %s/%s failed verification: %s",
+            manifest.name,
+            manifest.backup_id,
+            "; ".join(outcome.problems),
+        )
+    return outcome
+
+
+@task(name="publish-report", cache_policy=NONE)
+def publish_markdown(kind: str, name: str, markdown: str, description: str) -> None:
+    """A Markdown artifact keyed ``<kind>-<name>``, so the UI shows its history."""
+    create_markdown_artifact(
+        markdown=markdown, key=reports.artifact_key(kind, name), description=description
+    )
