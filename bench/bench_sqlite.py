@@ -115,8 +115,18 @@ def main() -> None:
             )
             assert writer.stdout and writer.stdout.readline().strip() == "ready"
         try:
-            cmd = [EXE, "backup", "--type", "sqlite", "--database", str(db), "--name", "bench",
-                   "--storage", str(work / "store")]
+            cmd = [
+                EXE,
+                "backup",
+                "--type",
+                "sqlite",
+                "--database",
+                str(db),
+                "--name",
+                "bench",
+                "--storage",
+                str(work / "store"),
+            ]
             wall, rss_kib, out = run_measured(cmd, env)
         finally:
             if writer:
@@ -128,9 +138,11 @@ def main() -> None:
         print(f"database: {size / 1e6:.0f} MB ({db}), writer during backup: {args.writer}")
         print(f"baseline  sqlite3 .backup + zstd -T0 -3 : {base:7.2f} s")
         print(f"db-backup backup (whole CLI process)     : {wall:7.2f} s  ratio {wall / base:.2f}x")
-        print(f"  of which dump->upload->manifest in flow: {flow_secs:7.2f} s  ratio {flow_secs / base:.2f}x")
+        ratio = flow_secs / base
+        print(f"  of which dump->upload->manifest in flow: {flow_secs:7.2f} s  ratio {ratio:.2f}x")
         print(f"  peak RSS of the db-backup process      : {rss_kib / 1024:7.1f} MiB")
-        print(f"  stored {manifest['stored_bytes'] / 1e6:.1f} MB of {manifest['logical_bytes'] / 1e6:.1f} MB")
+        stored, logical = manifest["stored_bytes"] / 1e6, manifest["logical_bytes"] / 1e6
+        print(f"  stored {stored:.1f} MB of {logical:.1f} MB")
         if args.writer:
             check_restore(env, work, backup_id, manifest)
     finally:
@@ -140,16 +152,27 @@ def main() -> None:
 
 def check_restore(env: dict[str, str], work: Path, backup_id: str, manifest: dict) -> None:
     target = work / "restored.db"
-    cmd = [EXE, "restore", backup_id, "--name", "bench", "--to", str(target),
-           "--storage", str(work / "store")]
+    cmd = [
+        EXE,
+        "restore",
+        backup_id,
+        "--name",
+        "bench",
+        "--to",
+        str(target),
+        "--storage",
+        str(work / "store"),
+    ]
     wall, rss, _ = run_measured(cmd, env)
     conn = sqlite3.connect(target)
     ok = conn.execute("PRAGMA integrity_check").fetchone()[0]
     rows = conn.execute("SELECT count(*) FROM events").fetchone()[0]
     conn.close()
-    print(f"restore: {wall:.2f} s, peak RSS {rss / 1024:.1f} MiB, integrity_check={ok}, "
-          f"rows={rows}, manifest rows={manifest['tables']['events']}, "
-          f"equal={rows == manifest['tables']['events']}")
+    print(
+        f"restore: {wall:.2f} s, peak RSS {rss / 1024:.1f} MiB, integrity_check={ok}, "
+        f"rows={rows}, manifest rows={manifest['tables']['events']}, "
+        f"equal={rows == manifest['tables']['events']}"
+    )
 
 
 def _seconds(a: str, b: str) -> float:
