@@ -35,6 +35,21 @@ def test_prune_refuses_bad_policies_before_any_flow_runs(tmp_path: Path):
         ["prune", "--name", "shop", "--keep-within", "3 days", "--storage", str(store.root)],
     )
     assert res.exit_code == 2 and "duration '3 days' is invalid" in res.output
+    res = runner.invoke(
+        app,
+        [
+            "prune",
+            "--name",
+            "shop",
+            "--keep-daily",
+            "3",
+            "--timezone",
+            "Nowhere/X",
+            "--storage",
+            str(store.root),
+        ],
+    )
+    assert res.exit_code == 2 and "time zone 'Nowhere/X' is unknown" in res.output
     assert len(list_backups(store, "shop")) == 3
 
 
@@ -61,3 +76,9 @@ def test_prune_and_drill_in_process(prefect_api: str, tmp_path: Path):
     assert drill.exit_code == 0, drill.output
     assert "drill passed for shop/" in drill.output
     assert not list(tmp_path.glob(".db-backup-drill-*"))
+    table = runner.invoke(app, ["list", "--storage", root])
+    lines = table.output.splitlines()
+    assert lines[0].split()[-1] == "DRILL"
+    assert lines[1].endswith("never") and " ok 20" in lines[2]
+    good = runner.invoke(app, ["verify", "latest", "--name", "shop", "--storage", root])
+    assert good.exit_code == 0 and good.output.strip().endswith("ok shop/" + lines[2].split()[1])

@@ -56,8 +56,6 @@ def test_flow_refuses_a_policy_that_keeps_nothing(prefect_api: str, store: Local
 def test_cli_prune(cli, store: LocalStorage):
     root = str(store.root)
     before = ids(store)
-    refused = cli("prune", "--name", "shop", "--storage", root, "--apply")
-    assert refused.returncode == 2 and "keeps nothing" in refused.stderr
     dry = cli(
         "prune", "--name", "shop", "--keep-last", "1", "--keep-within", "60h", "--storage", root
     )
@@ -83,10 +81,6 @@ def test_cli_prune(cli, store: LocalStorage):
     report = json.loads(applied.stdout)
     assert sorted(report["removed"]) == before[:3]
     assert ids(store) == before[3:]
-    bad_zone = cli(
-        "prune", "--name", "shop", "--keep-daily", "3", "--timezone", "Nowhere/X", "--storage", root
-    )
-    assert bad_zone.returncode == 2 and "Nowhere/X" in bad_zone.stderr
 
 
 def test_applied_prunes_during_real_backup_runs_lose_nothing(cli, tmp_path: Path):
