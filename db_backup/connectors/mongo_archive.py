@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import tarfile
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -198,8 +199,9 @@ class ArchiveWriter:
 
     def __init__(self, out: BinaryIO, mtime: float | None = None) -> None:
         self._mtime = int(time.time() if mtime is None else mtime)
+        self._out = _Gate(out)
         self._tar = tarfile.open(  # type: ignore[call-overload]  # noqa: SIM115 - see close()
-            fileobj=out,
+            fileobj=self._out,
             mode="w|",
             format=tarfile.PAX_FORMAT,
             bufsize=COPY_CHUNK,
@@ -210,8 +212,9 @@ class ArchiveWriter:
         return self
 
     def __exit__(self, exc_type: object, *_: object) -> None:
-        if exc_type is None:
-            self.close()
+        if exc_type is not None:
+            self._out.shut = True  # a failed dump: write no end-of-archive marker
+        self.close()
 
     def _info(self, name: str, size: int, kind: bytes = tarfile.REGTYPE) -> tarfile.TarInfo:
         info = tarfile.TarInfo(name)
@@ -225,8 +228,6 @@ class ArchiveWriter:
 
     def add_bytes(self, name: str, data: bytes) -> None:
         """A small member held in memory (metadata)."""
-        import io
-
         self._tar.addfile(self._info(name, len(data)), io.BytesIO(data))
 
     def add_file(self, name: str, path: Path) -> None:
@@ -237,6 +238,22 @@ class ArchiveWriter:
     def close(self) -> None:
         """Write the end-of-archive blocks."""
         self._tar.close()
+
+
+class _Gate(io.RawIOBase):
+    """Forwards writes until shut, so an aborted archive never writes to a closed sink."""
+
+    def __init__(self, out: BinaryIO) -> None:
+        self._target = out
+        self.shut = False
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:  # type: ignore[override]
+        if not self.shut:
+            self._target.write(data)
+        return len(data)
 
 
 # -- reading -------------------------------------------------------------------
