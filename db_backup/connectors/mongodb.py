@@ -244,7 +244,10 @@ class MongoConnector:
             n
             for n in names
             if n in existing
-            and (existing[n].get("type") == "view" or db[n].estimated_document_count() > 0)
+            and (
+                existing[n].get("type") == "view"
+                or db[n].find_one({}, projection={"_id": 1}) is not None
+            )
         ]
         if busy:
             raise TargetError(
