@@ -395,11 +395,15 @@ def insert_documents(
 
 
 def create_indexes(db: Any, entry: CollectionEntry) -> None:
-    """Recreate the collection's indexes from its metadata (``_id_`` exists already)."""
+    """Recreate the collection's indexes from its metadata.
+
+    ``_id_`` and a clustered index come with the collection itself (the latter
+    from its ``clusteredIndex`` option); ``ns`` is refused by newer servers.
+    """
     specs = [
         {k: v for k, v in spec.items() if k != "ns"}
         for spec in entry.indexes
-        if spec.get("name") != "_id_"
+        if spec.get("name") != "_id_" and not spec.get("clustered")
     ]
     if specs:
         db.command("createIndexes", entry.name, indexes=specs)
