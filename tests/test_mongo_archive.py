@@ -325,3 +325,21 @@ class RecordingCollection:
         assert kwargs == {"ordered": True, "bypass_document_validation": True}
         assert all(isinstance(d, RawBSONDocument) for d in docs)
         self.batches.append(docs)
+
+
+@pytest.mark.parametrize(
+    ("hello", "snapshot"),
+    [
+        ({"setName": "rs0", "maxWireVersion": 21}, True),
+        ({"msg": "isdbgrid", "maxWireVersion": 17}, True),
+        ({"setName": "rs0", "maxWireVersion": 9}, False),  # 4.4: no snapshot reads
+        ({"isWritablePrimary": True, "maxWireVersion": 25}, False),  # standalone
+    ],
+)
+def test_snapshot_reads_only_where_the_server_offers_them(
+    hello: dict[str, Any], snapshot: bool
+) -> None:
+    from db_backup.connectors.mongodb import _consistency, _snapshot_capable
+
+    assert _snapshot_capable(hello) is snapshot
+    assert _consistency(snapshot).startswith("snapshot" if snapshot else "per-collection")

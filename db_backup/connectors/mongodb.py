@@ -54,6 +54,7 @@ INSERT_BATCH_DOCS = 10_000
 AUTH_CODES = {18, 11}  # AuthenticationFailed, UserNotFound
 UNAUTHORIZED = 13
 SNAPSHOT_TOO_OLD = 239
+SNAPSHOT_WIRE_VERSION = 13  # MongoDB 5.0: snapshot reads outside transactions
 
 
 class TransientSourceError(SourceError):
@@ -149,7 +150,7 @@ class MongoConnector:
             hello = client.admin.command("hello")
             version = str(client.admin.command("buildInfo").get("version", "unknown"))
             plan = self._plan(client)
-            clustered = bool(hello.get("setName")) or hello.get("msg") == "isdbgrid"
+            clustered = _snapshot_capable(hello)
             session_cm = (
                 client.start_session(snapshot=True) if clustered else contextlib.nullcontext()
             )
@@ -476,12 +477,18 @@ def _drop_requested(request: RestoreRequest) -> bool:
     return request.force or bool(request.options.get("drop"))
 
 
+def _snapshot_capable(hello: dict[str, Any]) -> bool:
+    """A replica set or mongos on MongoDB 5.0+ (wire version 13): snapshot reads work."""
+    cluster = bool(hello.get("setName")) or hello.get("msg") == "isdbgrid"
+    return cluster and int(hello.get("maxWireVersion", 0)) >= SNAPSHOT_WIRE_VERSION
+
+
 def _consistency(clustered: bool) -> str:
     if clustered:
         return "snapshot: all collections read at one cluster time (read concern 'snapshot')"
     return (
-        "per-collection: standalone server, each collection read on its own; writes made "
-        "during the dump may appear in some collections and not others"
+        "per-collection: standalone server (or older than 5.0), each collection read on its "
+        "own; writes made during the dump may appear in some collections and not others"
     )
 
 
