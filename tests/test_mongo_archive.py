@@ -36,7 +36,8 @@ from db_backup.connectors.mongo_archive import (
     scan_archive,
     write_raw_batches,
 )
-from db_backup.connectors.mongodb import batched, insert_documents, map_error, select_collections
+from db_backup.connectors.mongo_restore import batched, insert_documents, select_collections
+from db_backup.connectors.mongodb import map_error
 from db_backup.errors import ConfigError, IntegrityError, SourceError, TargetError
 from db_backup.manifest import Manifest, StoredObject
 from db_backup.pipeline import DumpSink

@@ -32,7 +32,6 @@ from db_backup.connectors.mongo_archive import (
     METADATA_SUFFIX,
     ArchiveIndex,
     ArchiveWriter,
-    CollectionEntry,
     collection_metadata,
     drain,
     iter_documents,
@@ -41,7 +40,15 @@ from db_backup.connectors.mongo_archive import (
     scan_archive,
     write_raw_batches,
 )
-from db_backup.errors import BackupError, ConfigError, IntegrityError, SourceError, TargetError
+from db_backup.connectors.mongo_restore import (
+    archive_entry,
+    check_index,
+    create_collection,
+    create_indexes,
+    insert_documents,
+    select_collections,
+)
+from db_backup.errors import BackupError, ConfigError, SourceError, TargetError
 from db_backup.manifest import Manifest
 
 PASSWORD_ENV = "DB_BACKUP_MONGO_PASSWORD"
@@ -49,8 +56,6 @@ ARCHIVE_FORMAT = "mongodump-tar"
 # Our own URL query parameters, removed before pymongo sees the URI.
 OWN_PARAMS = ("collections",)
 DEFAULT_TIMEOUT_MS = 10_000
-INSERT_BATCH_BYTES = 8 * 1024 * 1024
-INSERT_BATCH_DOCS = 10_000
 AUTH_CODES = {18, 11}  # AuthenticationFailed, UserNotFound
 UNAUTHORIZED = 13
 SNAPSHOT_TOO_OLD = 239
@@ -267,7 +272,7 @@ class MongoConnector:
         with source.open(obj) as stream:
             index = scan_archive(stream, obj.key)
             drain(stream)
-        _check_index(index, source.manifest, obj.key)
+        check_index(index, source.manifest, obj.key)
         with self._client(TargetError) as client:
             if not _drop_requested(request):
                 self._refuse_occupied(client, names)
@@ -283,13 +288,13 @@ class MongoConnector:
         request: RestoreRequest,
     ) -> None:
         db = client[self.database]
-        entries = [_entry(index, n, source.part("database").key) for n in names]
+        entries = [archive_entry(index, n, source.part("database").key) for n in names]
         by_stem = {e.stem: e for e in entries if not e.is_view}
         for entry in entries:
             if _drop_requested(request):
                 db.drop_collection(entry.name)
         for entry in by_stem.values():
-            _create_collection(db, entry)
+            create_collection(db, entry)
         obj = source.part("database")
         with source.open(obj) as stream:
             for member in iter_members(stream, obj.key):
@@ -303,7 +308,7 @@ class MongoConnector:
             create_indexes(db, entry)
         for entry in entries:
             if entry.is_view:
-                _create_collection(db, entry)
+                create_collection(db, entry)
 
     # -- inspection ------------------------------------------------------------------
     def row_counts(self) -> dict[str, int]:
@@ -342,101 +347,6 @@ class DumpPlan:
         self.infos: list[dict[str, Any]] = []
         self.views: list[str] = []
         self.skipped: dict[str, str] = {}
-
-
-# -- helpers usable without a server -------------------------------------------------
-def select_collections(manifest: Manifest, wanted: list[str] | None) -> list[str]:
-    """The collections (and views) to restore; ConfigError naming any the backup lacks."""
-    held = sorted({*manifest.tables, *manifest.extra.get("views", [])})
-    if wanted is None:
-        return held
-    missing = [n for n in wanted if n not in held]
-    if missing:
-        raise ConfigError(
-            f"collection(s) {', '.join(missing)} not in backup {manifest.name}/"
-            f"{manifest.backup_id} (it has: {', '.join(held) or 'none'})"
-        )
-    return list(dict.fromkeys(wanted))
-
-
-def batched(docs: Iterable[bytes], max_bytes: int, max_docs: int) -> Iterator[list[bytes]]:
-    """Group raw documents into batches of at most ``max_bytes`` / ``max_docs``."""
-    batch: list[bytes] = []
-    size = 0
-    for doc in docs:
-        if batch and (size + len(doc) > max_bytes or len(batch) >= max_docs):
-            yield batch
-            batch, size = [], 0
-        batch.append(doc)
-        size += len(doc)
-    if batch:
-        yield batch
-
-
-def insert_documents(
-    collection: Any,
-    docs: Iterable[bytes],
-    max_bytes: int = INSERT_BATCH_BYTES,
-    max_docs: int = INSERT_BATCH_DOCS,
-) -> int:
-    """Insert raw documents in order, as RawBSONDocument, bypassing validators.
-
-    The backup holds what the collection held; a validator added later must
-    not reject documents that predate it.
-    """
-    from bson.raw_bson import RawBSONDocument
-
-    total = 0
-    for batch in batched(docs, max_bytes, max_docs):
-        collection.insert_many(
-            [RawBSONDocument(d) for d in batch], ordered=True, bypass_document_validation=True
-        )
-        total += len(batch)
-    return total
-
-
-def create_indexes(db: Any, entry: CollectionEntry) -> None:
-    """Recreate the collection's indexes from its metadata.
-
-    ``_id_`` and a clustered index come with the collection itself (the latter
-    from its ``clusteredIndex`` option); ``ns`` is refused by newer servers.
-    """
-    specs = [
-        {k: v for k, v in spec.items() if k != "ns"}
-        for spec in entry.indexes
-        if spec.get("name") != "_id_" and not spec.get("clustered")
-    ]
-    if specs:
-        db.command("createIndexes", entry.name, indexes=specs)
-
-
-def _create_collection(db: Any, entry: CollectionEntry) -> None:
-    """Create the collection (or view) with its stored options, unless it exists."""
-    if entry.name in db.list_collection_names(filter={"name": entry.name}):
-        return
-    options = entry.options
-    options.pop("uuid", None)
-    db.command("create", entry.name, **options)
-
-
-def _entry(index: ArchiveIndex, name: str, what: str) -> CollectionEntry:
-    entry = index.collections.get(name)
-    if entry is None:
-        raise IntegrityError(f"{what} lacks collection {name!r} that its manifest lists")
-    return entry
-
-
-def _check_index(index: ArchiveIndex, manifest: Manifest, what: str) -> None:
-    """The archive must hold exactly the documents the manifest counted."""
-    for name, count in manifest.tables.items():
-        entry = index.collections.get(name)
-        if entry is None or not entry.has_data:
-            raise IntegrityError(f"{what} lacks {manifest.name}'s collection {name!r}")
-        if entry.documents != count:
-            raise IntegrityError(
-                f"{what}: {entry.stem}{BSON_SUFFIX} holds {entry.documents} document(s) "
-                f"but the manifest counted {count}"
-            )
 
 
 def map_error(exc: BaseException, where: str, error: type[BackupError]) -> BackupError:
