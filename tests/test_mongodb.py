@@ -224,6 +224,7 @@ def test_cli_backup_and_selective_restore_into_another_database(
 
     again = cli(*args, "--collections", "orders")
     _one_line_error(again, 4, "already has documents in collection(s) orders", "--drop")
+    assert_same_collection(mongo[dbname], mongo[f"{dbname}_r"], "orders")  # untouched
     mongo[f"{dbname}_r"].orders.delete_many({"_id": {"$lt": 10}})
     dropped = cli(*args, "--collections", "orders,customers", "--drop")
     assert dropped.returncode == 0, dropped.stderr
