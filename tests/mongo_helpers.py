@@ -210,9 +210,20 @@ def load_shop(db: Any, orders: int, customers: int, events: int) -> None:
 
 
 def raw_documents(db: Any, name: str) -> list[bytes]:
-    """Every document of a collection as raw bytes, in _id order."""
-    coll = db.get_collection(name, codec_options=RAW)
-    return [d.raw for d in coll.find({}, sort=[("_id", 1)])]
+    """Every document of a collection as raw bytes, sorted by those bytes.
+
+    Sorting here, not on the server, keeps the comparison order-independent
+    without asking nx-27017 to sort 100k documents; with unique ``_id`` values
+    equal sorted lists mean the same documents, byte for byte.
+    """
+    docs: list[bytes] = []
+    for batch in db[name].find_raw_batches():
+        pos = 0
+        while pos < len(batch):
+            size = int.from_bytes(batch[pos : pos + 4], "little")
+            docs.append(bytes(batch[pos : pos + size]))
+            pos += size
+    return sorted(docs)
 
 
 def index_shapes(db: Any, name: str) -> set[tuple[str, bool]]:
