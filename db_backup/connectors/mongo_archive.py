@@ -24,10 +24,6 @@ from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import quote, unquote
 
-from bson import json_util
-from bson.binary import Binary
-from bson.json_util import CANONICAL_JSON_OPTIONS
-
 from db_backup.errors import IntegrityError
 from db_backup.pipeline import COPY_CHUNK
 
@@ -165,6 +161,9 @@ def collection_metadata(info: Mapping[str, Any], indexes: list[Mapping[str, Any]
     indexes (always an array), uuid (hex, only for a subtype-4 binary),
     collectionName, type; canonical extended JSON without spaces.
     """
+    from bson import json_util  # bson ships with pymongo, an optional extra
+    from bson.binary import Binary
+
     meta: dict[str, Any] = {}
     options = info.get("options") or {}
     if options:
@@ -177,15 +176,20 @@ def collection_metadata(info: Mapping[str, Any], indexes: list[Mapping[str, Any]
     if info.get("type"):
         meta["type"] = info["type"]
     text = json_util.dumps(
-        meta, json_options=CANONICAL_JSON_OPTIONS, separators=(",", ":"), ensure_ascii=False
+        meta,
+        json_options=json_util.CANONICAL_JSON_OPTIONS,
+        separators=(",", ":"),
+        ensure_ascii=False,
     )
     return text.encode()
 
 
 def parse_metadata(data: bytes, what: str) -> dict[str, Any]:
     """The metadata document of ``what``; IntegrityError when it is not mongodump's JSON."""
+    from bson import json_util
+
     try:
-        meta = json_util.loads(data.decode(), json_options=CANONICAL_JSON_OPTIONS)
+        meta = json_util.loads(data.decode(), json_options=json_util.CANONICAL_JSON_OPTIONS)
     except (UnicodeDecodeError, ValueError, TypeError) as exc:
         raise IntegrityError(f"{what} is not valid extended JSON: {exc}") from exc
     if not isinstance(meta, dict) or not isinstance(meta.get("indexes", []), list):

@@ -111,7 +111,12 @@ class MongoConnector:
     @contextlib.contextmanager
     def _client(self, error: type[BackupError] = SourceError) -> Iterator[Any]:
         """A connected client; pymongo's failures become ``error`` naming the server."""
-        import pymongo
+        try:
+            import pymongo
+        except ImportError as exc:
+            raise ConfigError(
+                "MongoDB support needs pymongo: pip install 'db-backup[mongodb]'"
+            ) from exc
 
         uri = urlunsplit((self._scheme, self.hosts, "/", self._query, ""))
         kwargs: dict[str, Any] = {"appname": "db-backup", **self._options}
