@@ -23,6 +23,12 @@ def _sqlite_block() -> type:
     return SqliteDatabase
 
 
+def _mongodb_block() -> type:
+    from db_backup.blocks.databases import MongoDatabase
+
+    return MongoDatabase
+
+
 def _local_fs_block() -> type:
     from prefect.filesystems import LocalFileSystem
 
@@ -38,6 +44,7 @@ def _local_adapter(block: Any) -> Storage:
 
 
 DATABASE_BLOCKS["sqlite-database"] = _sqlite_block
+DATABASE_BLOCKS["mongodb-database"] = _mongodb_block
 STORAGE_BLOCKS["local-file-system"] = _local_fs_block
 STORAGE_ADAPTERS["LocalFileSystem"] = _local_adapter
 

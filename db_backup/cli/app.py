@@ -238,7 +238,7 @@ def _split_tables(tables: str | None) -> list[str] | None:
         return None
     names = [t.strip() for t in tables.split(",") if t.strip()]
     if not names:
-        fail("--tables is empty", 2)
+        fail("--tables/--collections is empty", 2)
     return names
 
 
@@ -249,9 +249,20 @@ def restore(
     to: Annotated[str, typer.Option("--to", help="Target: SQLite path, database URL or block.")],
     tables: Annotated[
         str | None,
-        typer.Option("--tables", help="Comma-separated tables to restore (default all)."),
+        typer.Option(
+            "--tables",
+            "--collections",
+            help="Comma-separated tables (MongoDB: collections) to restore (default all).",
+        ),
     ] = None,
-    force: Annotated[bool, typer.Option("--force", help="Replace data in the target.")] = False,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            "--drop",
+            help="Replace data in the target (MongoDB: drop each restored collection first).",
+        ),
+    ] = False,
     storage: StorageOpt = None,
 ) -> None:
     """Restore a backup after verifying its sha256; refuses a non-empty target without --force."""

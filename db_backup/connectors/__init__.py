@@ -18,6 +18,7 @@ from db_backup.errors import ConfigError
 # engine -> (module, factory-from-url function name)
 ENGINES: dict[str, tuple[str, str]] = {
     "sqlite": ("db_backup.connectors.sqlite", "SqliteConnector"),
+    "mongodb": ("db_backup.connectors.mongodb", "MongoConnector"),
 }
 ALIASES = {
     "sqlite3": "sqlite",
