@@ -219,7 +219,9 @@ class EncryptingWriter(io.RawIOBase):
         if self._index > MAX_FRAMES:
             raise EncryptionError("encrypted stream is too long (over 2^32 frames)")
         nonce = _nonce(self._prefix, self._index, final)
-        self._below.write(self._cipher.encrypt(nonce, plain, _aad(self._header, self._index, final)))
+        self._below.write(
+            self._cipher.encrypt(nonce, plain, _aad(self._header, self._index, final))
+        )
         self._index += 1
 
     def close(self) -> None:

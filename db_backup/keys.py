@@ -246,8 +246,11 @@ def unlock_key(storage: Storage, key_id: str, passphrase: str) -> DataKey:
     rotation); EncryptionError when the key is missing or the passphrase wrong.
     """
     where = f"{storage.describe()}/{key_file_key(key_id)}"
-    candidates = [(k, d) for k in (key_file_key(key_id), _next_file_key(key_id))
-                  if (d := _read(storage, k)) is not None]
+    candidates = [
+        (k, d)
+        for k in (key_file_key(key_id), _next_file_key(key_id))
+        if (d := _read(storage, k)) is not None
+    ]
     if not candidates:
         raise EncryptionError(
             f"key {key_id} is missing from {where}: without it the backups encrypted with it "

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from db_backup.blocks.resolve import resolve_database
 from db_backup.flows.common import DEFAULT_STORAGE, current_flow_run_id, default_name, staging_dir
-from db_backup.tasks.encryption import prepare_encryption
 from db_backup.tasks.backup import (
     allocate_id,
     checksum_file,
@@ -13,6 +12,7 @@ from db_backup.tasks.backup import (
     upload_file,
     write_manifest,
 )
+from db_backup.tasks.encryption import prepare_encryption
 from prefect import flow, get_run_logger
 
 from db_backup import operations as ops

@@ -9,6 +9,7 @@ never passed as a parameter, returned, logged or put in a message. Tasks pass
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from db_backup.blocks.resolve import resolve_storage
 from db_backup.tasks.retry import SHORT_RETRY_DELAYS, retry_transient
@@ -32,7 +33,8 @@ def load_passphrase(secret: str | None, purpose: str = "encryption") -> str:
         from prefect.blocks.system import Secret
 
         try:
-            value = Secret.load(secret).get()
+            block: Any = Secret.load(secret)
+            value = block.get()
         except ValueError as exc:
             raise ConfigError(f"Secret block {secret!r} does not exist") from exc
         if not isinstance(value, str) or not value:

@@ -74,17 +74,35 @@ def _port_open(port: int) -> bool:
 
 def _psql(db: str, sql: str) -> str:
     out = subprocess.run(
-        ["psql", "-h", "127.0.0.1", "-U", "root", "-d", db, "-AtX", "-v", "ON_ERROR_STOP=1",
-         "-c", sql],
-        capture_output=True, text=True, check=True,
+        [
+            "psql",
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "root",
+            "-d",
+            db,
+            "-AtX",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-c",
+            sql,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     return out.stdout
 
 
 def _pg_rows(url: str) -> Rows:
     db = url.rsplit("/", 1)[1]
-    return {"customers": [tuple(line.split("|")) for line in
-                          _psql(db, "SELECT id, name, note FROM customers ORDER BY id").splitlines()]}
+    return {
+        "customers": [
+            tuple(line.split("|"))
+            for line in _psql(db, "SELECT id, name, note FROM customers ORDER BY id").splitlines()
+        ]
+    }
 
 
 @contextmanager
@@ -94,9 +112,12 @@ def postgres_case(tmp: Path) -> Iterator[EngineCase]:
     src, dst = f"enc_src_{suffix}", f"enc_dst_{suffix}"
     _psql("postgres", f"CREATE DATABASE {src}")
     try:
-        _psql(src, "CREATE TABLE customers (id int PRIMARY KEY, name text, note text); "
-                   f"INSERT INTO customers SELECT i, 'Zoë ' || i, '{marker} row ' || i "
-                   "FROM generate_series(1, 300) i")
+        _psql(
+            src,
+            "CREATE TABLE customers (id int PRIMARY KEY, name text, note text); "
+            f"INSERT INTO customers SELECT i, 'Zoë ' || i, '{marker} row ' || i "
+            "FROM generate_series(1, 300) i",
+        )
         base = "postgresql://root@127.0.0.1:5432/"
         yield EngineCase("postgres", base + src, base + dst, marker, _pg_rows)
     finally:
@@ -108,7 +129,9 @@ def postgres_case(tmp: Path) -> Iterator[EngineCase]:
 def _mariadb(sql: str) -> str:
     out = subprocess.run(
         ["mariadb", "-h", "127.0.0.1", "-P", "3306", "-u", "root", "-N", "-B", "-e", sql],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     return out.stdout
 
@@ -153,7 +176,8 @@ def mongodb_case(tmp: Path) -> Iterator[EngineCase]:
     port = _free_port()
     proc = subprocess.Popen(
         ["nx-27017", "--data-dir", str(tmp / "mongo"), "--host", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         client = pymongo.MongoClient(f"mongodb://127.0.0.1:{port}", serverSelectionTimeoutMS=5000)

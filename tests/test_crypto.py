@@ -29,9 +29,7 @@ def _frames(blob: bytes) -> tuple[bytes, list[bytes]]:
     return header, [body[i : i + SEALED_FRAME] for i in range(0, len(body), SEALED_FRAME)]
 
 
-@pytest.mark.parametrize(
-    "size", [0, 1, FRAME - 1, FRAME, FRAME + 1, 3 * FRAME, 3 * FRAME + 17]
-)
+@pytest.mark.parametrize("size", [0, 1, FRAME - 1, FRAME, FRAME + 1, 3 * FRAME, 3 * FRAME + 17])
 def test_round_trip_at_frame_boundaries(key: DataKey, size: int) -> None:
     data = os.urandom(size)
     blob = _seal(key, data)

@@ -95,10 +95,18 @@ def test_stored_bytes_hold_no_plaintext(prefect_api: str, passphrase: str, tmp_p
         assert case.marker.encode() not in secret
         everything = b"".join(p.read_bytes() for p in store.rglob("*") if p.is_file())
         assert PASSPHRASE.encode() not in everything
-        manifest = json.loads((store / manifest_key("secret", find_backup(
-            LocalStorage(store), "secret").backup_id)).read_text())
+        manifest = json.loads(
+            (
+                store / manifest_key("secret", find_backup(LocalStorage(store), "secret").backup_id)
+            ).read_text()
+        )
         assert set(manifest["encryption"]) == {
-            "algorithm", "format", "format_version", "key_id", "key_file", "kdf"
+            "algorithm",
+            "format",
+            "format_version",
+            "key_id",
+            "key_file",
+            "kdf",
         }
 
 
@@ -106,8 +114,9 @@ def test_encrypt_without_passphrase_fails_and_writes_no_backup(
     prefect_api: str, fast_scrypt: None, tmp_path: Path
 ) -> None:
     store = tmp_path / "store"
-    with engine_case("sqlite", tmp_path) as case, pytest.raises(
-        EncryptionError, match="DB_BACKUP_PASSPHRASE"
+    with (
+        engine_case("sqlite", tmp_path) as case,
+        pytest.raises(EncryptionError, match="DB_BACKUP_PASSPHRASE"),
     ):
         _backup(case.source, store)
     assert list_backups(LocalStorage(store)) == []
@@ -160,9 +169,7 @@ def _rewrite(store: Path, name: str, change: str) -> None:
         two = data[HEADER_SIZE + sealed : HEADER_SIZE + 2 * sealed]
         data[HEADER_SIZE : HEADER_SIZE + 2 * sealed] = two + one
     (store / obj.key).write_bytes(bytes(data))
-    new_obj = obj.model_copy(
-        update={"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
-    )
+    new_obj = obj.model_copy(update={"size": len(data), "sha256": hashlib.sha256(data).hexdigest()})
     fixed = manifest.model_copy(update={"objects": [new_obj]})
     (store / manifest_key(name, manifest.backup_id)).write_bytes(fixed.to_json())
 
@@ -173,7 +180,9 @@ def big_encrypted_backup(prefect_api: str, passphrase: str, tmp_path: Path) -> P
     src = tmp_path / "big.db"
     conn = sqlite3.connect(src)
     conn.execute("CREATE TABLE blobs (id INTEGER PRIMARY KEY, payload BLOB)")
-    conn.executemany("INSERT INTO blobs(payload) VALUES (?)", [(os.urandom(4096),) for _ in range(900)])
+    conn.executemany(
+        "INSERT INTO blobs(payload) VALUES (?)", [(os.urandom(4096),) for _ in range(900)]
+    )
     conn.commit()
     conn.close()
     store = tmp_path / "store"
@@ -198,40 +207,61 @@ def test_cli_encrypted_backup_rotate_and_restore(cli, tmp_path: Path) -> None:  
     store = tmp_path / "store"
     with engine_case("sqlite", tmp_path) as case:
         env = {keys.PASSPHRASE_ENV: PASSPHRASE}
-        done = cli("backup", "--database", case.source, "--storage", str(store), "--encrypt",
-                   env=env)
+        done = cli(
+            "backup", "--database", case.source, "--storage", str(store), "--encrypt", env=env
+        )
         assert done.returncode == 0, done.stderr
         objects_before = _stored_objects(store)
         listed = json.loads(cli("list", "--json", "--storage", str(store)).stdout)
         assert listed[0]["encrypted"] is True
 
         new = "the rotated passphrase, 2026"
-        rotated = cli("key", "rotate", "--storage", str(store),
-                      env={**env, keys.NEW_PASSPHRASE_ENV: new})
+        rotated = cli(
+            "key", "rotate", "--storage", str(store), env={**env, keys.NEW_PASSPHRASE_ENV: new}
+        )
         assert rotated.returncode == 0, rotated.stderr
         assert PASSPHRASE not in rotated.stdout + rotated.stderr
         assert _stored_objects(store) == objects_before  # data not rewritten
 
-        old_try = cli("restore", "latest", "--name", "shop", "--to", case.target,
-                      "--storage", str(store), env=env)
+        old_try = cli(
+            "restore",
+            "latest",
+            "--name",
+            "shop",
+            "--to",
+            case.target,
+            "--storage",
+            str(store),
+            env=env,
+        )
         assert old_try.returncode == EncryptionError.exit_code
         assert "wrong passphrase" in old_try.stderr
         assert not Path(case.target).exists()
 
-        ok = cli("restore", "latest", "--name", "shop", "--to", case.target,
-                 "--storage", str(store), env={keys.PASSPHRASE_ENV: new})
+        ok = cli(
+            "restore",
+            "latest",
+            "--name",
+            "shop",
+            "--to",
+            case.target,
+            "--storage",
+            str(store),
+            env={keys.PASSPHRASE_ENV: new},
+        )
         assert ok.returncode == 0, ok.stderr
         assert case.read_rows(case.target) == case.read_rows(case.source)
 
         shown = cli("key", "list", "--json", "--storage", str(store))
-        assert json.loads(shown.stdout)[0]["key_id"] == find_backup(
-            LocalStorage(store), "shop").encryption["key_id"]  # type: ignore[index]
+        encryption = find_backup(LocalStorage(store), "shop").encryption or {}
+        assert json.loads(shown.stdout)[0]["key_id"] == encryption["key_id"]
 
 
 def test_cli_encrypt_without_passphrase_fails(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     with engine_case("sqlite", tmp_path) as case:
-        out = cli("backup", "--database", case.source, "--storage", str(tmp_path / "st"),
-                  "--encrypt")
+        out = cli(
+            "backup", "--database", case.source, "--storage", str(tmp_path / "st"), "--encrypt"
+        )
     assert out.returncode == EncryptionError.exit_code
     assert "DB_BACKUP_PASSPHRASE" in out.stderr
     assert not any((tmp_path / "st").rglob("manifest.json"))

@@ -143,11 +143,24 @@ def test_backup_key_id_checks_the_manifest() -> None:
 
     now = datetime.now(UTC)
     obj = StoredObject(
-        key="a/1/x.zst", part="database", format="sqlite3", encoding=["zstd", "aes-256-gcm"],
-        size=1, sha256="0", raw_size=1, raw_sha256="0",
+        key="a/1/x.zst",
+        part="database",
+        format="sqlite3",
+        encoding=["zstd", "aes-256-gcm"],
+        size=1,
+        sha256="0",
+        raw_size=1,
+        raw_sha256="0",
     )
-    base = {"backup_id": "20260101T000000Z", "name": "a", "engine": "sqlite", "source": "s",
-            "started_at": now, "finished_at": now, "objects": [obj]}
+    base = {
+        "backup_id": "20260101T000000Z",
+        "name": "a",
+        "engine": "sqlite",
+        "source": "s",
+        "started_at": now,
+        "finished_at": now,
+        "objects": [obj],
+    }
     with pytest.raises(EncryptionError, match="no encryption record"):
         keys.backup_key_id(Manifest(**base))
     record = keys.manifest_record("ab" * 16)

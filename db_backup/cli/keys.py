@@ -42,7 +42,9 @@ def list_keys_cmd(
     if not infos:
         typer.echo("no keys")
     for info in infos:
-        typer.echo(f"{info.key_id}  created {info.created_at}  wrapped {info.wrapped_at}  {info.kdf}")
+        typer.echo(
+            f"{info.key_id}  created {info.created_at}  wrapped {info.wrapped_at}  {info.kdf}"
+        )
 
 
 @key_app.command("rotate")
