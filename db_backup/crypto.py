@@ -127,7 +127,8 @@ class DataKey:
 
     def open(self, blob: bytes, what: str = "object") -> bytes:
         """Decrypt and authenticate a sealed object; EncryptionError when altered."""
-        return self.decrypt_from(io.BytesIO(blob), what).read()
+        reader = DecryptingReader(io.BytesIO(blob), self, what)
+        return b"".join(iter(lambda: reader.read(DEFAULT_FRAME_SIZE), b""))
 
     def chunk_id(self, data: bytes) -> str:
         """A keyed sha256 (HMAC) of ``data``: stable for dedup, reveals nothing without the key."""
@@ -248,7 +249,8 @@ class DecryptingReader(io.RawIOBase):
         self._prefix = b""
         self._frame_size = 0
         self._index = 0
-        self._carry = b""
+        self._buf = bytearray()
+        self._have = 0
         self._plain = memoryview(b"")
         self._done = False
 
@@ -263,40 +265,43 @@ class DecryptingReader(io.RawIOBase):
         self._plain = self._plain[n:]
         return n
 
-    def _read_exact(self, size: int) -> bytes:
-        parts = [self._carry] if self._carry else []
-        have = len(self._carry)
-        self._carry = b""
-        while have < size:
-            block = self._source.read(size - have)
+    def _read_into(self, buf: bytearray, have: int) -> int:
+        """Fill ``buf`` from ``have`` on; return how many bytes it holds (short at EOF)."""
+        while have < len(buf):
+            block = self._source.read(len(buf) - have)
             if not block:
                 break
-            parts.append(block)
+            buf[have : have + len(block)] = block
             have += len(block)
-        return b"".join(parts)
+        return have
 
     def _start(self) -> None:
-        header = self._read_exact(HEADER_SIZE)
-        self._header = header
-        self._cipher, self._prefix, self._frame_size = parse_header(header, self._key, self._what)
+        header = bytearray(HEADER_SIZE)
+        got = self._read_into(header, 0)
+        self._header = bytes(header[:got])
+        self._cipher, self._prefix, self._frame_size = parse_header(
+            self._header, self._key, self._what
+        )
+        # one sealed frame plus one byte of look-ahead (is this frame the last?)
+        self._buf = bytearray(self._frame_size + TAG_SIZE + 1)
+        self._have = 0
 
     def _next_frame(self) -> None:
         if self._cipher is None:
             self._start()
         assert self._cipher is not None
-        sealed = self._read_exact(self._frame_size + TAG_SIZE)
-        final = len(sealed) < self._frame_size + TAG_SIZE
-        if not final:
-            self._carry = self._source.read(1)
-            final = not self._carry
-        if len(sealed) < TAG_SIZE:
+        full = self._frame_size + TAG_SIZE
+        got = self._read_into(self._buf, self._have)
+        final = got <= full
+        sealed_len = min(got, full)
+        if sealed_len < TAG_SIZE:
             raise EncryptionError(
                 f"{self._what} is truncated: encrypted frame {self._index} is incomplete"
             )
         try:
             plain = self._cipher.decrypt(
                 _nonce(self._prefix, self._index, final),
-                sealed,
+                memoryview(self._buf)[:sealed_len],
                 _aad(self._header, self._index, final),
             )
         except InvalidTag as exc:
@@ -304,6 +309,9 @@ class DecryptingReader(io.RawIOBase):
                 f"{self._what} failed authentication at encrypted frame {self._index}: "
                 "it was truncated, reordered or altered after it was written"
             ) from exc
+        if not final:
+            self._buf[0] = self._buf[full]
+        self._have = 0 if final else 1
         self._index += 1
         self._plain = memoryview(plain)
         self._done = final

@@ -301,22 +301,23 @@ def list_keys(storage: Storage) -> list[KeyInfo]:
     return sorted(infos, key=lambda i: (i.created_at, i.key_id))
 
 
-def key_for_backup(storage: Storage, passphrase: str, has_encrypted_backups: bool) -> DataKey:
-    """The key new backups in this store are encrypted with; created on first use.
+def key_for_new_backups(storage: Storage, passphrase: str, has_encrypted_backups: bool) -> str:
+    """The id of the key new backups in this store use: the oldest one, created on first use.
 
-    Uses the oldest key of the store. Refuses to create a key when the store
-    already holds encrypted backups but no key file (a deleted ``_keys/``):
-    a new key would hide the loss until a restore is needed.
+    An existing key is not unlocked here (the dump unlocks it, before any
+    data is read), so a backup pays for one scrypt run. Refuses to create a
+    key when the store holds encrypted backups but no key file (a deleted
+    ``_keys/``): a new key would hide the loss until a restore is needed.
     """
     infos = list_keys(storage)
     if infos:
-        return unlock_key(storage, infos[0].key_id, passphrase)
+        return infos[0].key_id
     if has_encrypted_backups:
         raise EncryptionError(
             f"{storage.describe()} holds encrypted backups but no key in {KEYS_PREFIX}: "
             "put back your copy of the _keys/ directory before backing up again"
         )
-    return create_key(storage, passphrase)
+    return create_key(storage, passphrase).key_id_hex
 
 
 def create_key(storage: Storage, passphrase: str) -> DataKey:

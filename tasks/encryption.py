@@ -63,18 +63,19 @@ def load_data_key(source: keys.KeySource) -> DataKey:
     retry_condition_fn=retry_transient,
 )
 def prepare_encryption(storage: str, passphrase_secret: str | None) -> keys.KeySource:
-    """The key new backups use (created on first use), unlocked once to prove the passphrase."""
+    """The key new backups use (created on first use); fails at once without a passphrase.
+
+    The dump task unlocks the key before reading any data, so a wrong
+    passphrase fails the run before the dump starts.
+    """
     passphrase = load_passphrase(passphrase_secret, "backup with encryption")
     store = resolve_storage(storage)
     encrypted = any(m.encryption for m in list_backups(store))
-    key = keys.key_for_backup(store, passphrase, has_encrypted_backups=encrypted)
+    key_id = keys.key_for_new_backups(store, passphrase, has_encrypted_backups=encrypted)
     get_run_logger().info(
-        "Encrypting with %s, key %s (%s)",
-        ALGORITHM,
-        key.key_id_hex,
-        keys.key_file_key(key.key_id_hex),
+        "Encrypting with %s, key %s (%s)", ALGORITHM, key_id, keys.key_file_key(key_id)
     )
-    return keys.KeySource(storage, key.key_id_hex, passphrase_secret)
+    return keys.KeySource(storage, key_id, passphrase_secret)
 
 
 @task(

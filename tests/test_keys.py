@@ -28,12 +28,12 @@ def store(tmp_path: Path) -> LocalStorage:
 
 
 def test_created_key_unlocks_with_its_passphrase(store: LocalStorage) -> None:
-    key = keys.key_for_backup(store, OLD, has_encrypted_backups=False)
-    again = keys.unlock_key(store, key.key_id_hex, OLD)
-    assert again.secret_bytes() == key.secret_bytes()
+    key_id = keys.key_for_new_backups(store, OLD, has_encrypted_backups=False)
+    key = keys.unlock_key(store, key_id, OLD)
+    assert key.open(key.seal(b"x")) == b"x"
     # the next backup reuses the same key rather than creating another
-    assert keys.key_for_backup(store, OLD, True).key_id == key.key_id
-    assert keys.list_key_ids(store) == [key.key_id_hex]
+    assert keys.key_for_new_backups(store, OLD, True) == key_id
+    assert keys.list_key_ids(store) == [key_id]
 
 
 def test_key_file_holds_no_key_material_in_clear(store: LocalStorage) -> None:
@@ -82,7 +82,7 @@ def test_missing_key_file_is_named(store: LocalStorage) -> None:
 
 def test_no_new_key_when_encrypted_backups_lost_their_key(store: LocalStorage) -> None:
     with pytest.raises(EncryptionError, match="no key"):
-        keys.key_for_backup(store, OLD, has_encrypted_backups=True)
+        keys.key_for_new_backups(store, OLD, has_encrypted_backups=True)
     assert keys.list_key_ids(store) == []
 
 
