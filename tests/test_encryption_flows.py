@@ -122,6 +122,19 @@ def test_encrypt_without_passphrase_fails_and_writes_no_backup(
     assert list_backups(LocalStorage(store)) == []
 
 
+def test_backup_with_wrong_passphrase_fails_before_dumping(
+    prefect_api: str, passphrase: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = tmp_path / "store"
+    with engine_case("sqlite", tmp_path) as case:
+        _backup(case.source, store)
+        monkeypatch.setenv(keys.PASSPHRASE_ENV, "not the passphrase of this store")
+        with pytest.raises(EncryptionError, match="wrong passphrase"):
+            _backup(case.source, store)
+    assert len(list_backups(LocalStorage(store))) == 1
+    assert len(keys.list_key_ids(LocalStorage(store))) == 1
+
+
 def _precious_target(tmp_path: Path) -> Path:
     target = tmp_path / "precious.db"
     conn = sqlite3.connect(target)
