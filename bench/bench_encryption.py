@@ -77,7 +77,7 @@ def one_backup(database: str, work: Path, encrypt: bool, run: int) -> tuple[floa
     connector = connector_from_url(database)
     layers = []
     if encrypt:
-        key_id = keys.key_for_new_backups(store, PASSPHRASE, has_encrypted_backups=False)
+        key_id = keys.key_for_new_backups(store, PASSPHRASE, lambda: False)
         layers = [keys.unlock_key(store, key_id, PASSPHRASE).encode_layer()]
     threads = getattr(connector, "compress_threads", 0)
     sink = DumpSink(staging, level=3, threads=threads, layers=layers)

@@ -29,6 +29,7 @@ import base64
 import json
 import os
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -47,7 +48,7 @@ KEYS_PREFIX = "_keys/"
 KEY_FILE_FORMAT = "db-backup-key"
 KEY_FILE_VERSION = 1
 NEXT_SUFFIX = ".next.json"
-# scrypt N=2^17, r=8: 128 MiB and ~0.3-0.5 s per unlock (recorded per file, so it can grow).
+# scrypt N=2^17, r=8: 128 MiB, 0.4-1.1 s per unlock here (recorded per file, so it can grow).
 SCRYPT_PARAMS = {"n": 2**17, "r": 8, "p": 1}
 MIN_PASSPHRASE = 8
 PASSPHRASE_ENV = "DB_BACKUP_PASSPHRASE"
@@ -301,18 +302,21 @@ def list_keys(storage: Storage) -> list[KeyInfo]:
     return sorted(infos, key=lambda i: (i.created_at, i.key_id))
 
 
-def key_for_new_backups(storage: Storage, passphrase: str, has_encrypted_backups: bool) -> str:
+def key_for_new_backups(
+    storage: Storage, passphrase: str, has_encrypted_backups: Callable[[], bool]
+) -> str:
     """The id of the key new backups in this store use: the oldest one, created on first use.
 
     An existing key is not unlocked here (the dump unlocks it, before any
     data is read), so a backup pays for one scrypt run. Refuses to create a
     key when the store holds encrypted backups but no key file (a deleted
     ``_keys/``): a new key would hide the loss until a restore is needed.
+    ``has_encrypted_backups`` is only called when the store has no key.
     """
     infos = list_keys(storage)
     if infos:
         return infos[0].key_id
-    if has_encrypted_backups:
+    if has_encrypted_backups():
         raise EncryptionError(
             f"{storage.describe()} holds encrypted backups but no key in {KEYS_PREFIX}: "
             "put back your copy of the _keys/ directory before backing up again"

@@ -70,8 +70,9 @@ def prepare_encryption(storage: str, passphrase_secret: str | None) -> keys.KeyS
     """
     passphrase = load_passphrase(passphrase_secret, "backup with encryption")
     store = resolve_storage(storage)
-    encrypted = any(m.encryption for m in list_backups(store))
-    key_id = keys.key_for_new_backups(store, passphrase, has_encrypted_backups=encrypted)
+    key_id = keys.key_for_new_backups(
+        store, passphrase, lambda: any(m.encryption for m in list_backups(store))
+    )
     get_run_logger().info(
         "Encrypting with %s, key %s (%s)", ALGORITHM, key_id, keys.key_file_key(key_id)
     )

@@ -28,11 +28,11 @@ def store(tmp_path: Path) -> LocalStorage:
 
 
 def test_created_key_unlocks_with_its_passphrase(store: LocalStorage) -> None:
-    key_id = keys.key_for_new_backups(store, OLD, has_encrypted_backups=False)
+    key_id = keys.key_for_new_backups(store, OLD, lambda: False)
     key = keys.unlock_key(store, key_id, OLD)
     assert key.open(key.seal(b"x")) == b"x"
     # the next backup reuses the same key rather than creating another
-    assert keys.key_for_new_backups(store, OLD, True) == key_id
+    assert keys.key_for_new_backups(store, OLD, lambda: True) == key_id
     assert keys.list_key_ids(store) == [key_id]
 
 
@@ -82,7 +82,7 @@ def test_missing_key_file_is_named(store: LocalStorage) -> None:
 
 def test_no_new_key_when_encrypted_backups_lost_their_key(store: LocalStorage) -> None:
     with pytest.raises(EncryptionError, match="no key"):
-        keys.key_for_new_backups(store, OLD, has_encrypted_backups=True)
+        keys.key_for_new_backups(store, OLD, lambda: True)
     assert keys.list_key_ids(store) == []
 
 
