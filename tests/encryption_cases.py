@@ -148,9 +148,9 @@ def mysql_case(tmp: Path) -> Iterator[EngineCase]:
     marker, suffix = _marker(), uuid.uuid4().hex[:8]
     src, dst = f"enc_src_{suffix}", f"enc_dst_{suffix}"
     _mariadb(
-        f"CREATE DATABASE {src}; CREATE TABLE {src}.customers "
+        f"CREATE DATABASE {src}; USE {src}; CREATE TABLE customers "
         "(id int PRIMARY KEY, name varchar(50), note varchar(100)); "
-        f"INSERT INTO {src}.customers SELECT seq, concat('Zoë ', seq), "
+        "INSERT INTO customers SELECT seq, concat('Zoë ', seq), "
         f"concat('{marker} row ', seq) FROM seq_1_to_300"
     )
     try:
