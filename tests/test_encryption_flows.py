@@ -225,8 +225,7 @@ def test_cli_encrypted_backup_rotate_and_restore(cli, tmp_path: Path) -> None:  
         )
         assert done.returncode == 0, done.stderr
         objects_before = _stored_objects(store)
-        listed = json.loads(cli("list", "--json", "--storage", str(store)).stdout)
-        assert listed[0]["encrypted"] is True
+        assert find_backup(LocalStorage(store), "shop").summary()["encrypted"] is True
 
         new = "the rotated passphrase, 2026"
         rotated = cli(
@@ -264,10 +263,6 @@ def test_cli_encrypted_backup_rotate_and_restore(cli, tmp_path: Path) -> None:  
         )
         assert ok.returncode == 0, ok.stderr
         assert case.read_rows(case.target) == case.read_rows(case.source)
-
-        shown = cli("key", "list", "--json", "--storage", str(store))
-        encryption = find_backup(LocalStorage(store), "shop").encryption or {}
-        assert json.loads(shown.stdout)[0]["key_id"] == encryption["key_id"]
 
 
 def test_cli_encrypt_without_passphrase_fails(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
