@@ -26,22 +26,31 @@ both. Readers try both files; running ``key rotate`` again finishes the job.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, BinaryIO
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
-from db_backup.crypto import ALGORITHM, FORMAT_NAME, FORMAT_VERSION, KEY_ID_SIZE, DataKey
+from db_backup.crypto import (
+    ALGORITHM,
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    KEY_ID_SIZE,
+    DataKey,
+    EncryptingWriter,
+)
 from db_backup.errors import ConfigError, EncryptionError, ObjectNotFound
 from db_backup.manifest import Manifest
-from db_backup.pipeline import StagedObject
+from db_backup.pipeline import EncodeLayer, StagedObject
 from db_backup.storage.base import Storage
 
 KEYS_PREFIX = "_keys/"
@@ -127,6 +136,33 @@ def require_encrypted(objects: list[StagedObject]) -> None:
     for obj in objects:
         if not obj.encoding or obj.encoding[-1] != ALGORITHM:
             raise EncryptionError(f"staged part {obj.filename} was not encrypted; backup stopped")
+
+
+@contextlib.contextmanager
+def unlocking_layers(
+    storage: Storage, key_id: str, passphrase: str
+) -> Iterator[list[tuple[str, EncodeLayer]]]:
+    """DumpSink encode layers for key ``key_id``, unlocked in a background thread.
+
+    scrypt costs 0.4-2 s; it runs (without the GIL) while the connector
+    starts its snapshot, and the first encrypted part waits for it. When the
+    unlock fails (wrong passphrase), that EncryptionError is what the block
+    raises, whatever the connector made of it; nothing has been stored then.
+    """
+    with ThreadPoolExecutor(1, thread_name_prefix="db-backup-unlock") as pool:
+        future = pool.submit(unlock_key, storage, key_id, passphrase)
+
+        def layer(below: BinaryIO) -> BinaryIO:
+            return EncryptingWriter(below, future.result())  # type: ignore[return-value]
+
+        try:
+            yield [(ALGORITHM, layer)]
+        except BaseException as exc:
+            failed = future.exception()  # waits for the unlock to finish
+            if failed is not None and failed is not exc:
+                raise failed from exc
+            raise
+        future.result()
 
 
 def passphrase_from_env() -> str | None:

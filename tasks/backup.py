@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from db_backup.blocks.resolve import resolve_database, resolve_storage
-from db_backup.tasks.encryption import load_data_key
+from db_backup.tasks.encryption import encode_layers
 from db_backup.tasks.retry import (
     IO_JITTER,
     IO_RETRIES,
@@ -45,11 +45,11 @@ def dump_database(
     logger = get_run_logger()
     connector = resolve_database(database)
     threads = getattr(connector, "compress_threads", 0) if threads is None else threads
-    layers = [load_data_key(key).encode_layer()] if key else []
-    sink = DumpSink(
-        Path(staging), level=level, threads=threads, layers=layers, progress=current_progress()
-    )
-    outcome = ops.stage_dump(connector, sink)
+    with encode_layers(key) as layers:
+        sink = DumpSink(
+            Path(staging), level=level, threads=threads, layers=layers, progress=current_progress()
+        )
+        outcome = ops.stage_dump(connector, sink)
     if key:
         require_encrypted(outcome.objects)
     raw = sum(o.raw_size for o in outcome.objects)

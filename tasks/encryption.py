@@ -8,6 +8,7 @@ never passed as a parameter, returned, logged or put in a message. Tasks pass
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from db_backup.catalog import list_backups
 from db_backup.crypto import ALGORITHM, DataKey
 from db_backup.errors import ConfigError, EncryptionError
 from db_backup.manifest import Manifest
-from db_backup.pipeline import COPY_CHUNK
+from db_backup.pipeline import COPY_CHUNK, EncodeLayer
 
 
 def load_passphrase(secret: str | None, purpose: str = "encryption") -> str:
@@ -55,6 +56,17 @@ def load_data_key(source: keys.KeySource) -> DataKey:
     return keys.unlock_key(resolve_storage(source.storage), source.key_id, passphrase)
 
 
+def encode_layers(
+    source: keys.KeySource | None,
+) -> contextlib.AbstractContextManager[list[tuple[str, EncodeLayer]]]:
+    """The DumpSink layers for ``source`` (none when it is None); the key is unlocked in
+    the background while the connector starts (see :func:`db_backup.keys.unlocking_layers`)."""
+    if source is None:
+        return contextlib.nullcontext([])
+    passphrase = load_passphrase(source.passphrase_secret)
+    return keys.unlocking_layers(resolve_storage(source.storage), source.key_id, passphrase)
+
+
 @task(
     name="prepare-encryption",
     cache_policy=NONE,
@@ -65,8 +77,8 @@ def load_data_key(source: keys.KeySource) -> DataKey:
 def prepare_encryption(storage: str, passphrase_secret: str | None) -> keys.KeySource:
     """The key new backups use (created on first use); fails at once without a passphrase.
 
-    The dump task unlocks the key before reading any data, so a wrong
-    passphrase fails the run before the dump starts.
+    The dump task unlocks the key while the connector starts, so a wrong
+    passphrase fails the run before anything is stored.
     """
     passphrase = load_passphrase(passphrase_secret, "backup with encryption")
     store = resolve_storage(storage)

@@ -122,7 +122,7 @@ def test_encrypt_without_passphrase_fails_and_writes_no_backup(
     assert list_backups(LocalStorage(store)) == []
 
 
-def test_backup_with_wrong_passphrase_fails_before_dumping(
+def test_backup_with_wrong_passphrase_fails_and_stores_nothing(
     prefect_api: str, passphrase: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     store = tmp_path / "store"
@@ -133,6 +133,7 @@ def test_backup_with_wrong_passphrase_fails_before_dumping(
             _backup(case.source, store)
     assert len(list_backups(LocalStorage(store))) == 1
     assert len(keys.list_key_ids(LocalStorage(store))) == 1
+    assert len(list((store / "shop").iterdir())) == 1  # no objects of the failed run
 
 
 def _precious_target(tmp_path: Path) -> Path:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from db_backup import keys
+from db_backup import crypto, keys
 from db_backup.crypto import DataKey
 from db_backup.errors import ConfigError, EncryptionError
 from db_backup.storage.local import LocalStorage
@@ -170,3 +170,37 @@ def test_backup_key_id_checks_the_manifest() -> None:
     plain = obj.model_copy(update={"encoding": ["zstd", "rot13"]})
     with pytest.raises(EncryptionError, match="rot13"):
         keys.backup_key_id(Manifest(**{**base, "objects": [plain]}))
+
+
+def test_unlocking_layers_encrypt_with_the_stored_key(store: LocalStorage, tmp_path: Path) -> None:
+    from db_backup.pipeline import DumpSink
+
+    key = keys.create_key(store, OLD)
+    with keys.unlocking_layers(store, key.key_id_hex, OLD) as layers:
+        sink = DumpSink(tmp_path, layers=layers)
+        with sink.open("database", "x", "raw") as out:
+            out.write(b"payload " * 1000)
+    assert sink.objects[0].encoding == ["zstd", "aes-256-gcm"]
+    blob = sink.objects[0].path.read_bytes()
+    assert blob.startswith(crypto.MAGIC) and key.key_id in blob[: crypto.HEADER_SIZE]
+
+
+def test_unlocking_layers_report_a_wrong_passphrase_whatever_the_connector_raised(
+    store: LocalStorage,
+) -> None:
+    import io
+
+    key = keys.create_key(store, OLD)
+    with (
+        pytest.raises(EncryptionError, match="wrong passphrase"),
+        keys.unlocking_layers(store, key.key_id_hex, "not the passphrase") as layers,
+    ):
+        try:
+            layers[0][1](io.BytesIO())
+        except EncryptionError as exc:  # a connector that wraps what its sink raised
+            raise RuntimeError("pg_dump pipe closed") from exc
+    with (
+        pytest.raises(EncryptionError, match="wrong passphrase"),
+        keys.unlocking_layers(store, key.key_id_hex, "not the passphrase"),
+    ):
+        pass  # even when no part was opened
