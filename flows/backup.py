@@ -12,9 +12,11 @@ from db_backup.tasks.backup import (
     upload_file,
     write_manifest,
 )
+from db_backup.tasks.encryption import prepare_encryption
 from prefect import flow, get_run_logger
 
 from db_backup import operations as ops
+from db_backup.keys import manifest_record
 from db_backup.manifest import check_name
 from db_backup.pipeline import DEFAULT_LEVEL
 
@@ -36,6 +38,8 @@ def backup_database(
     compression_threads: int | None = None,
     allow_shrink: bool = False,
     min_size_ratio: float = 0.5,
+    encrypt: bool = False,
+    passphrase_secret: str | None = None,
 ) -> str:
     """Back up ``database`` to ``storage`` and return the new backup id.
 
@@ -43,14 +47,21 @@ def backup_database(
     SQLite path; ``storage`` a block reference, URL or directory. The manifest
     is written only after every object is stored and checked: a failed run
     leaves no manifest and never touches older backups.
+
+    ``encrypt`` seals every object with the store's data key, unlocked by the
+    passphrase in the Secret block ``passphrase_secret`` or, when that is not
+    given, ``$DB_BACKUP_PASSPHRASE``; without a passphrase the run fails.
     """
     logger = get_run_logger()
     name = check_name(name or default_name(database))
     connector = resolve_database(database)
     previous = previous_backup(storage, name)
+    key = prepare_encryption(storage, passphrase_secret) if encrypt else None
     backup_id = allocate_id(storage, name)
     with staging_dir("backup") as staging:
-        outcome = dump_database(database, str(staging), compression_level, compression_threads)
+        outcome = dump_database(
+            database, str(staging), compression_level, compression_threads, key=key
+        )
         ops.check_shrink(previous, outcome, min_size_ratio, allow_shrink)
         stored = []
         for obj in outcome.objects:
@@ -66,6 +77,7 @@ def backup_database(
             stored=stored,
             compression={"algorithm": "zstd", "level": compression_level},
             flow_run_id=current_flow_run_id(),
+            encryption=manifest_record(key.key_id) if key else None,
         )
         write_manifest(storage, manifest)
     logger.info("Backup %s/%s complete", name, backup_id)

@@ -7,6 +7,7 @@ from typing import Any
 
 from db_backup.flows.common import DEFAULT_STORAGE, current_flow_run_id, staging_dir
 from db_backup.tasks.drill import publish_markdown, store_check, verify_one
+from db_backup.tasks.encryption import unlock_backup_key
 from db_backup.tasks.restore import (
     check_target,
     download_object,
@@ -31,21 +32,26 @@ def restore_database(
     tables: list[str] | None = None,
     force: bool = False,
     options: dict[str, object] | None = None,
+    passphrase_secret: str | None = None,
 ) -> dict[str, object]:
     """Restore backup ``backup`` of ``name`` into ``target``.
 
     Every object is downloaded and its sha256 checked **before** the target is
     touched; a target that holds data is refused unless ``force`` is true.
     ``tables`` restores only those tables (with their indexes and triggers).
+    An encrypted backup (see its manifest) needs the passphrase (Secret block
+    ``passphrase_secret`` or ``$DB_BACKUP_PASSPHRASE``); a wrong one fails here,
+    before anything else.
     """
     check_name(name)
     manifest = find_manifest(storage, name, backup)
+    key = unlock_backup_key(storage, manifest, passphrase_secret)
     check_target(target, manifest, tables, force)
     with staging_dir("restore") as staging:
         staged: dict[str, Path] = {}
         for obj in manifest.objects:
             staged[obj.key] = download_object(storage, obj, str(staging))
-        result = restore_objects(target, manifest, staged, tables, force, options)
+        result = restore_objects(target, manifest, staged, tables, force, options, key=key)
     get_run_logger().info("Restore of %s/%s complete", name, manifest.backup_id)
     return {"backup_id": manifest.backup_id, "target": result.target, "tables": result.tables}
 

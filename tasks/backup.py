@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from db_backup.blocks.resolve import resolve_database, resolve_storage
+from db_backup.tasks.encryption import encode_layers
 from db_backup.tasks.retry import (
     IO_JITTER,
     IO_RETRIES,
@@ -17,6 +18,7 @@ from prefect.cache_policies import NONE
 
 from db_backup import operations as ops
 from db_backup.catalog import allocate_backup_id, list_backups
+from db_backup.keys import KeySource, require_encrypted
 from db_backup.manifest import Manifest, StoredObject
 from db_backup.pipeline import DumpSink, StagedObject
 from db_backup.progress import current_progress
@@ -31,17 +33,25 @@ from db_backup.units import human_bytes
     retry_jitter_factor=IO_JITTER,
     retry_condition_fn=retry_transient,
 )
-def dump_database(database: str, staging: str, level: int, threads: int | None) -> ops.DumpOutcome:
+def dump_database(
+    database: str, staging: str, level: int, threads: int | None, key: KeySource | None = None
+) -> ops.DumpOutcome:
     """Dump ``database`` into staging, streamed through sha256 and zstd (one pass).
 
     The dump is compressed as it is produced, so staging never holds the raw
-    dump and memory does not grow with its size.
+    dump and memory does not grow with its size. With ``key``, every part is
+    also encrypted after compression (the staged file is ciphertext).
     """
     logger = get_run_logger()
     connector = resolve_database(database)
     threads = getattr(connector, "compress_threads", 0) if threads is None else threads
-    sink = DumpSink(Path(staging), level=level, threads=threads, progress=current_progress())
-    outcome = ops.stage_dump(connector, sink)
+    with encode_layers(key) as layers:
+        sink = DumpSink(
+            Path(staging), level=level, threads=threads, layers=layers, progress=current_progress()
+        )
+        outcome = ops.stage_dump(connector, sink)
+    if key:
+        require_encrypted(outcome.objects)
     raw = sum(o.raw_size for o in outcome.objects)
     stored = sum(o.size for o in outcome.objects)
     logger.info(

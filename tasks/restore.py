@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from db_backup.blocks.resolve import resolve_database, resolve_storage
+from db_backup.tasks.encryption import authenticate_staged, load_data_key
 from db_backup.tasks.retry import (
     IO_JITTER,
     IO_RETRIES,
@@ -19,6 +20,7 @@ from db_backup import operations as ops
 from db_backup.catalog import find_backup, list_backups
 from db_backup.connectors.base import RestoreRequest, RestoreResult, RestoreSource
 from db_backup.errors import IntegrityError
+from db_backup.keys import KeySource
 from db_backup.manifest import Manifest, StoredObject
 from db_backup.units import human_bytes
 
@@ -88,10 +90,20 @@ def restore_objects(
     tables: list[str] | None,
     force: bool,
     options: dict[str, object] | None = None,
+    key: KeySource | None = None,
 ) -> RestoreResult:
-    """Restore verified, staged objects into ``target`` (never retried: not idempotent)."""
+    """Restore verified, staged objects into ``target`` (never retried: not idempotent).
+
+    With ``key`` (an encrypted backup), every object is first decrypted once
+    and authenticated, so a tampered object fails before the target is touched.
+    """
     connector = resolve_database(target)
-    source = RestoreSource(manifest=manifest, staged=staged)
+    layers = []
+    if key:
+        data_key = load_data_key(key)
+        authenticate_staged(data_key, manifest, staged)
+        layers = [data_key.decode_layer(f"an object of {manifest.name}/{manifest.backup_id}")]
+    source = RestoreSource(manifest=manifest, staged=staged, decode_layers=layers)
     request = RestoreRequest(tables=tables, force=force, options=dict(options or {}))
     result = connector.restore(source, request)
     get_run_logger().info(

@@ -17,6 +17,7 @@ FEATURE_MODULES: tuple[str, ...] = (
     # one line per feature module, e.g. "db_backup.cli.prune",
     "db_backup.cli.prune",
     "db_backup.cli.drill",
+    "db_backup.cli.keys",
 )
 
 for _module in FEATURE_MODULES:

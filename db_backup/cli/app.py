@@ -38,6 +38,16 @@ StorageOpt = Annotated[
     ),
 ]
 
+PassphraseSecretOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--passphrase-secret",
+        help="Prefect Secret block holding the encryption passphrase "
+        "(default: $DB_BACKUP_PASSPHRASE).",
+        show_default=False,
+    ),
+]
+
 
 def storage_location(value: str | None) -> str:
     """The store to use: the flag, then $DB_BACKUP_STORAGE, then ./backups."""
@@ -141,6 +151,13 @@ def backup(
     allow_shrink: Annotated[
         bool, typer.Option("--allow-shrink", help="Accept a dump much smaller than the last one.")
     ] = False,
+    encrypt: Annotated[
+        bool,
+        typer.Option(
+            "--encrypt", help="Encrypt every object (passphrase: $DB_BACKUP_PASSPHRASE or secret)."
+        ),
+    ] = False,
+    passphrase_secret: PassphraseSecretOpt = None,
 ) -> None:
     """Back up a database; the last line of stdout is the backup id."""
     from db_backup.catalog import load_manifest
@@ -159,6 +176,8 @@ def backup(
         name=name,
         compression_level=level,
         allow_shrink=allow_shrink,
+        encrypt=encrypt,
+        passphrase_secret=passphrase_secret,
     )
     _print_backup_summary(store, backup_id, name, ref, load_manifest, human_bytes)
     typer.echo(backup_id)
@@ -264,6 +283,7 @@ def restore(
         ),
     ] = False,
     storage: StorageOpt = None,
+    passphrase_secret: PassphraseSecretOpt = None,
 ) -> None:
     """Restore a backup after verifying its sha256; refuses a non-empty target without --force."""
     from db_backup.flows.restore import restore_database
@@ -276,6 +296,7 @@ def restore(
         storage=storage_location(storage),
         tables=_split_tables(tables),
         force=force,
+        passphrase_secret=passphrase_secret,
     )
     typer.echo(
         f"Restored {name}/{result['backup_id']} into {result['target']} "
