@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from db_backup.flows.common import DEFAULT_STORAGE, staging_dir
+from db_backup.flows.hooks import name_failed_step, notify_failure
 from db_backup.tasks.restore import (
     check_target,
     download_object,
@@ -18,7 +19,13 @@ from prefect import flow, get_run_logger
 from db_backup.manifest import check_name
 
 
-@flow(name="restore-database", flow_run_name="restore-{name}-{backup}")
+@flow(
+    name="restore-database",
+    flow_run_name="restore-{name}-{backup}",
+    on_failure=[notify_failure],
+    on_crashed=[notify_failure],
+)
+@name_failed_step
 def restore_database(
     name: str,
     target: str,
@@ -46,7 +53,13 @@ def restore_database(
     return {"backup_id": manifest.backup_id, "target": result.target, "tables": result.tables}
 
 
-@flow(name="verify-backup", flow_run_name="verify-{name}-{backup}")
+@flow(
+    name="verify-backup",
+    flow_run_name="verify-{name}-{backup}",
+    on_failure=[notify_failure],
+    on_crashed=[notify_failure],
+)
+@name_failed_step
 def verify_backup(
     name: str,
     backup: str = "latest",
