@@ -252,7 +252,10 @@ class Fleet(_Strict):
     @classmethod
     def _names(cls, value: dict[str, DatabaseJob]) -> dict[str, DatabaseJob]:
         for name in value:
-            check_name(name)
+            try:
+                check_name(name)
+            except ConfigError as exc:
+                raise ValueError(str(exc)) from None
         return value
 
     @model_validator(mode="after")
