@@ -43,6 +43,7 @@ FLOWS = {
     "verify": ("verify-backup", "flows/restore.py:verify_backup", "db_backup.flows.restore"),
     "prune": ("prune-backups", "flows/prune.py:prune_backups", "db_backup.flows.prune"),
 }
+SLACK_SLUG = "slack-incoming-webhook"  # prefect-slack's SlackWebhook block type
 SYMBOLS = {"create": "+", "update": "~", "unchanged": "=", "skip": "!"}
 FAILURE_EVENTS = (
     "prefect.flow-run.Failed",
@@ -184,7 +185,7 @@ def _check_slack(loaded: LoadedFleet, client: Any) -> list[str]:
     if slack.webhook_url is not None:
         where = loaded.where("slack", "webhook_url")
         return _check_secret(client, slack.webhook_url.env, slack.webhook_url.secret, where)
-    if not _block_exists(client, "slack-webhook", slack.block):
+    if not _block_exists(client, SLACK_SLUG, slack.block):
         return [
             f"{loaded.where('slack', 'block')}: SlackWebhook block {slack.block!r} does not "
             "exist (create it, or give webhook_url: {env: NAME})"
@@ -268,7 +269,7 @@ def _block_changes(loaded: LoadedFleet) -> list[Change]:
         url = _secret_value(ref.env, ref.secret)
         changes.append(
             _block_change(
-                "slack-webhook",
+                SLACK_SLUG,
                 fleet.slack.block,
                 _load_block(SlackWebhook, fleet.slack.block),
                 {"url": url},
@@ -626,7 +627,7 @@ def _automation_changes(
     block = fleet.slack.block
 
     def failures() -> Any:
-        block_id = _block_id(client, "slack-webhook", block)
+        block_id = _block_id(client, SLACK_SLUG, block)
         return None if block_id is None else _failure_automation(block, block_id)
 
     changes = [_automation_change(client, f"db-backup: failures to {block}", failures)]
@@ -639,7 +640,7 @@ def _automation_changes(
 
         def switch(s: DeploymentSpec = spec, w: timedelta = window) -> Any:
             current = _read_deployment(client, s.full_name)
-            block_id = _block_id(client, "slack-webhook", block)
+            block_id = _block_id(client, SLACK_SLUG, block)
             if current is None or block_id is None:
                 return None
             return _switch_automation(s.name, current.id, w, block_id)
