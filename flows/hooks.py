@@ -101,7 +101,7 @@ def _step_of(exc: BaseException, fn: Callable[..., Any]) -> str | None:
             return tasks[code]
     for index, code in enumerate(frames[:-1]):
         if code is fn.__code__:
-            return frames[index + 1].co_name.replace("_", "-")
+            return frames[index + 1].co_name.strip("_").replace("_", "-")
     return None
 
 
