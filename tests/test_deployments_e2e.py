@@ -380,6 +380,27 @@ databases:
 """
 
 
+BAD_FLEET = """\
+version: 1
+defaults:
+  work_pool: no-such-pool
+  storage: local-file-system/fleet-store
+slack:
+  block: {slack}
+databases:
+  orders:
+    type: postgres
+    url: postgresql://backup@127.0.0.1:5432/orders
+    password: {{env: ORDERS_DB_PASSWORD}}
+    schedule: "0 * * * *"
+  billing:
+    type: mysql
+    url: mysql://backup@127.0.0.1:3306/billing
+    password: {{secret: billing-password}}
+    schedule: "0 3 * * *"
+"""
+
+
 def test_apply_fleet_twice_changes_nothing_the_second_time(
     stack: Stack, slack: SlackReceiver
 ) -> None:
@@ -406,6 +427,21 @@ def test_apply_fleet_twice_changes_nothing_the_second_time(
         "from prefect.filesystems import LocalFileSystem\n"
         f"LocalFileSystem(basepath={str(store)!r}).save('fleet-store', overwrite=True)\n"
     )
+    # missing secrets and a missing work pool: every problem, with its line, nothing created
+    bad = stack.data / "bad.yaml"
+    bad.write_text(BAD_FLEET.format(slack=SLACK_BLOCK))
+    proc = stack.db_backup("apply", str(bad), env={"ORDERS_DB_PASSWORD": ""})
+    assert proc.returncode == 2, proc.stdout
+    assert proc.stderr.splitlines() == [
+        f"error: {bad}:3: work pool 'no-such-pool' does not exist "
+        "(prefect work-pool create no-such-pool --type process)",
+        f"error: {bad}:11: environment variable ORDERS_DB_PASSWORD is not set "
+        "(the secret comes from it)",
+        f"error: {bad}:16: Secret block 'billing-password' does not exist",
+        "error: 3 problem(s) in the fleet file; nothing was changed",
+    ]
+    assert stack.post("/deployments/filter", {"deployments": {"name": {"any_": ["orders"]}}}) == []
+
     dry = stack.db_backup("apply", str(fleet), "--dry-run")
     assert dry.returncode == 0, dry.stderr
     assert "+ deployment backup-database/inventory (new)" in dry.stdout
@@ -453,6 +489,12 @@ def test_apply_fleet_twice_changes_nothing_the_second_time(
     assert "ended Failed" in message["text"]
     assert "gone.db does not exist" in message["text"]
     assert "step 'dump' failed" in message["text"]
+    executed = stack.post(
+        "/events/filter",
+        {"filter": {"event": {"name": ["prefect.automation.action.executed"]}}, "limit": 50},
+    )["events"]
+    names = {e["resource"].get("prefect.resource.name") for e in executed}
+    assert "db-backup: failures to e2e-alerts" in names  # the server sent it, not the hook
 
 
 def test_postgres_backup_through_a_deployment(stack: Stack, deployed: tuple[Path, Path]) -> None:
