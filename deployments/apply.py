@@ -568,10 +568,12 @@ def _switch_automation(name: str, deployment_id: Any, window: timedelta, block_i
 
 
 def _strip_ids(value: Any) -> Any:
+    """Drop generated ids; sort string lists (``expect`` is a set: its order is arbitrary)."""
     if isinstance(value, dict):
         return {k: _strip_ids(v) for k, v in value.items() if k != "id"}
     if isinstance(value, list):
-        return [_strip_ids(v) for v in value]
+        items = [_strip_ids(v) for v in value]
+        return sorted(items) if all(isinstance(v, str) for v in items) else items
     return value
 
 

@@ -148,3 +148,22 @@ def test_parse_duration(text: str, expected: timedelta) -> None:
 def test_parse_duration_refuses(text: str) -> None:
     with pytest.raises(ValueError, match="duration"):
         parse_duration(text)
+
+
+def test_automation_fingerprint_ignores_set_order_and_trigger_ids() -> None:
+    from uuid import uuid4
+
+    from db_backup.deployments.apply import (
+        _failure_automation,
+        _strip_ids,
+        automation_fingerprint,
+    )
+
+    # another process serialises the ``expect`` set in another order
+    assert _strip_ids({"id": 1, "expect": ["b", "a"]}) == {"expect": ["a", "b"]}
+
+    block_id = uuid4()
+    one, two = _failure_automation("ops", block_id), _failure_automation("ops", block_id)
+    two.trigger.expect = set(reversed(sorted(one.trigger.expect)))  # type: ignore[union-attr]
+    assert automation_fingerprint(one) == automation_fingerprint(two)
+    assert automation_fingerprint(one) != automation_fingerprint(_failure_automation("x", block_id))
