@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from db_backup.blocks.resolve import resolve_database
+from db_backup.flows.artifacts import publish_backup_report
 from db_backup.flows.common import DEFAULT_STORAGE, current_flow_run_id, default_name, staging_dir
+from db_backup.flows.hooks import name_failed_step, notify_failure
 from db_backup.tasks.backup import (
     allocate_id,
     checksum_file,
@@ -29,7 +31,14 @@ def _run_name() -> str:
     return f"backup-{name}-{flow_run.scheduled_start_time:%Y%m%dT%H%M%SZ}"
 
 
-@flow(name="backup-database", flow_run_name=_run_name, log_prints=False)
+@flow(
+    name="backup-database",
+    flow_run_name=_run_name,
+    log_prints=False,
+    on_failure=[notify_failure],
+    on_crashed=[notify_failure],
+)
+@name_failed_step
 def backup_database(
     database: str,
     storage: str = DEFAULT_STORAGE,
@@ -80,5 +89,6 @@ def backup_database(
             encryption=manifest_record(key.key_id) if key else None,
         )
         write_manifest(storage, manifest)
+    publish_backup_report(storage, manifest)
     logger.info("Backup %s/%s complete", name, backup_id)
     return backup_id

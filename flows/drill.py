@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from db_backup.flows.common import DEFAULT_STORAGE, current_flow_run_id, staging_dir
+from db_backup.flows.hooks import name_failed_step, notify_failure
 from db_backup.tasks.drill import (
     create_scratch,
     drill_into,
@@ -21,7 +22,13 @@ from db_backup.errors import DrillFailed
 from db_backup.manifest import check_name
 
 
-@flow(name="drill-backup", flow_run_name="drill-{name}-{backup}")
+@flow(
+    name="drill-backup",
+    flow_run_name="drill-{name}-{backup}",
+    on_failure=[notify_failure],
+    on_crashed=[notify_failure],
+)
+@name_failed_step
 def drill_backup(
     name: str,
     backup: str = "latest",

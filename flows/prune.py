@@ -6,6 +6,7 @@ from datetime import timedelta
 from typing import Any
 
 from db_backup.flows.common import DEFAULT_STORAGE
+from db_backup.flows.hooks import name_failed_step, notify_failure
 from db_backup.tasks.prune import apply_prune, plan_prune, publish_prune_report
 from prefect import flow, get_run_logger
 
@@ -41,7 +42,13 @@ def build_policy(
     return policy
 
 
-@flow(name="prune-backups", flow_run_name="prune-{name}")
+@flow(
+    name="prune-backups",
+    flow_run_name="prune-{name}",
+    on_failure=[notify_failure],
+    on_crashed=[notify_failure],
+)
+@name_failed_step
 def prune_backups(
     name: str,
     storage: str = DEFAULT_STORAGE,

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from db_backup.flows.common import DEFAULT_STORAGE, current_flow_run_id, staging_dir
+from db_backup.flows.hooks import name_failed_step, notify_failure
 from db_backup.tasks.drill import publish_markdown, store_check, verify_one
 from db_backup.tasks.encryption import unlock_backup_key
 from db_backup.tasks.restore import (
@@ -23,7 +24,13 @@ from db_backup.errors import BackupNotFound, VerificationFailed
 from db_backup.manifest import Manifest, check_name
 
 
-@flow(name="restore-database", flow_run_name="restore-{name}-{backup}")
+@flow(
+    name="restore-database",
+    flow_run_name="restore-{name}-{backup}",
+    on_failure=[notify_failure],
+    on_crashed=[notify_failure],
+)
+@name_failed_step
 def restore_database(
     name: str,
     target: str,
@@ -56,7 +63,13 @@ def restore_database(
     return {"backup_id": manifest.backup_id, "target": result.target, "tables": result.tables}
 
 
-@flow(name="verify-backup", flow_run_name="verify-{name}-{backup}")
+@flow(
+    name="verify-backup",
+    flow_run_name="verify-{name}-{backup}",
+    on_failure=[notify_failure],
+    on_crashed=[notify_failure],
+)
+@name_failed_step
 def verify_backup(
     name: str,
     backup: str = "latest",

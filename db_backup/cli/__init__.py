@@ -18,6 +18,7 @@ FEATURE_MODULES: tuple[str, ...] = (
     "db_backup.cli.prune",
     "db_backup.cli.drill",
     "db_backup.cli.keys",
+    "db_backup.cli.apply",
 )
 
 for _module in FEATURE_MODULES:
