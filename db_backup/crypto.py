@@ -35,6 +35,13 @@ Public API (what the incremental chunk store and the backup pipeline use)::
 
 ``what`` names the object in error messages. A :class:`DataKey` never shows
 its bytes in ``repr`` or in any message.
+
+Getting the key: plain code calls :func:`db_backup.keys.unlock_key` (store,
+key id, passphrase); Prefect tasks receive a :class:`db_backup.keys.KeySource`
+(no secret in it: store, key id, Secret block name) from the
+``prepare_encryption`` task and call ``db_backup.tasks.encryption.load_data_key``.
+Record ``keys.manifest_record(key_id)`` as the manifest's ``encryption`` field
+and ``"aes-256-gcm"`` (:data:`ALGORITHM`) in each encrypted object's ``encoding``.
 """
 
 from __future__ import annotations
