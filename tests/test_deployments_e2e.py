@@ -377,6 +377,11 @@ databases:
     path: {ledger}
     schedule: "0 */6 * * *"
     timezone: America/New_York
+  canary:
+    type: sqlite
+    path: {inventory}
+    schedule: "0 0 1 1 *"
+    expect_success_within: 15s
 """
 
 
@@ -452,10 +457,10 @@ def test_apply_fleet_twice_changes_nothing_the_second_time(
 
     first = stack.db_backup("apply", str(fleet))
     assert first.returncode == 0, first.stderr
-    assert "Plan: 8 to create, 0 to update, 0 unchanged." in first.stdout, first.stdout
+    assert "Plan: 11 to create, 0 to update, 0 unchanged." in first.stdout, first.stdout
     second = stack.db_backup("apply", str(fleet))
     assert second.returncode == 0, second.stderr
-    assert "Plan: 0 to create, 0 to update, 8 unchanged." in second.stdout, second.stdout
+    assert "Plan: 0 to create, 0 to update, 11 unchanged." in second.stdout, second.stdout
     assert "Nothing to change." in second.stdout
     assert "applied:" not in second.stdout
 
@@ -476,7 +481,7 @@ def test_apply_fleet_twice_changes_nothing_the_second_time(
     fleet.write_text(fleet.read_text().replace('"15 1 * * *"', '"45 1 * * *"'))
     third = stack.db_backup("apply", str(fleet))
     assert "~ deployment backup-database/inventory (schedules)" in third.stdout, third.stdout
-    assert "Plan: 0 to create, 1 to update, 7 unchanged." in third.stdout, third.stdout
+    assert "Plan: 0 to create, 1 to update, 10 unchanged." in third.stdout, third.stdout
     assert _schedules(stack, "backup-database/inventory") == [["45 1 * * *", "Europe/Berlin", True]]
 
     # a failure of an apply-made deployment is posted once, by the server's automation
@@ -495,6 +500,12 @@ def test_apply_fleet_twice_changes_nothing_the_second_time(
     )["events"]
     names = {e["resource"].get("prefect.resource.name") for e in executed}
     assert "db-backup: failures to e2e-alerts" in names  # the server sent it, not the hook
+
+    # the dead man's switch: no completed backup of canary within its 15 s window
+    (alarm, *_) = slack.wait_for(r"no successful backup of canary", timeout=120)
+    assert alarm["text"].startswith("db-backup: no successful backup of canary in ")
+    assert "Database: canary" in alarm["text"]
+    assert not [m for m in slack.messages if "no successful backup of inventory" in m["text"]]
 
 
 def test_postgres_backup_through_a_deployment(stack: Stack, deployed: tuple[Path, Path]) -> None:
