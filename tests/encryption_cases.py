@@ -172,10 +172,14 @@ def mongodb_case(tmp: Path) -> Iterator[EngineCase]:
     import time
 
     pymongo = pytest.importorskip("pymongo")
-    need_service(shutil.which("nx-27017") is not None, "nx-27017 (MongoDB wire server)")
+    from tests.mongo_helpers import nx_executable
+
+    exe = nx_executable()
+    need_service(exe is not None, "nx-27017 (MongoDB wire server)")
+    assert exe is not None
     port = _free_port()
     proc = subprocess.Popen(
-        ["nx-27017", "--data-dir", str(tmp / "mongo"), "--host", "127.0.0.1", "-p", str(port)],
+        [exe, "--data-dir", str(tmp / "mongo"), "--host", "127.0.0.1", "-p", str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
