@@ -384,7 +384,7 @@ def _stream_checked(
             raise ToolFailed(f"{tool} cannot be started for {what}: {exc.strerror}") from exc
         try:
             assert proc.stdout is not None
-            while block := proc.stdout.read1(COPY_CHUNK):
+            while block := proc.stdout.read1(COPY_CHUNK):  # type: ignore[attr-defined]
                 watcher.write(block)
         except BaseException:
             proc.kill()
@@ -411,7 +411,8 @@ def check_versions(tool: str, tool_version: str, server_version: str, database: 
     if tool_major[0] and server_major[0] and tool_major < server_major:
         raise SourceError(
             f"{tool} {tool_version} is older than MySQL server {server_version} of database "
-            f"{database!r}: install a client of version {server_major[0]}.{server_major[1]} or newer"
+            f"{database!r}: install a client of version "
+            f"{server_major[0]}.{server_major[1]} or newer"
         )
 
 
@@ -458,7 +459,7 @@ def _scalar(conn: Any, sql: str) -> Any:
 
 
 def _mysql_message(exc: BaseException) -> str:
-    args = getattr(exc, "args", ())
+    args: tuple[Any, ...] = tuple(getattr(exc, "args", ()))
     if len(args) >= 2 and isinstance(args[1], str):
         return args[1].splitlines()[0]
     return str(exc).splitlines()[0] if str(exc) else type(exc).__name__

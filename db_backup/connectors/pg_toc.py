@@ -115,11 +115,16 @@ def select_entries(
         if e.namespace in wanted_schemas or _belongs(e, chosen, indexes, sequences, fkeys):
             if not (e.desc in NEEDED_KINDS | {"SCHEMA"} and _exists(e, existing)):
                 keep.append(e)
-        elif e.desc in NEEDED_KINDS and e.namespace in needed_ns and not _exists(e, existing):
-            keep.append(e)
-        elif e.desc == "SCHEMA" and e.tag in needed_ns and not _exists(e, existing):
+        elif _needed(e, needed_ns) and not _exists(e, existing):
             keep.append(e)
     return keep
+
+
+def _needed(e: TocEntry, namespaces: set[str]) -> bool:
+    """Types, functions and schemas the chosen tables may depend on."""
+    if e.desc == "SCHEMA":
+        return e.tag in namespaces
+    return e.desc in NEEDED_KINDS and e.namespace in namespaces
 
 
 def _exists(e: TocEntry, existing: set[str]) -> bool:
