@@ -99,13 +99,14 @@ def _root(
 
 def database_reference(kind: str | None, database: str | None, url: str | None) -> str:
     """The flow's ``database`` parameter from --type/--database/--url."""
-    from db_backup.connectors import engine_of, normalize_engine
+    from db_backup.connectors import engine_of, normalize_engine, reject_url_password
 
     if url and database:
         raise ConfigError("give --database or --url, not both")
     ref = url or database
     if not ref:
         raise ConfigError("name the database with --database PATH|BLOCK or --url URL")
+    reject_url_password(ref)  # before Prefect records the flow's parameters
     if kind is None:
         return ref
     engine = normalize_engine(kind)
@@ -242,10 +243,32 @@ def restore(
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace data in the target.")] = False,
     storage: StorageOpt = None,
+    schemas: Annotated[
+        str | None,
+        typer.Option("--schemas", help="PostgreSQL: comma-separated schemas to restore."),
+    ] = None,
+    jobs: Annotated[
+        int, typer.Option("--jobs", min=1, help="PostgreSQL: parallel pg_restore jobs.")
+    ] = 1,
+    globals_: Annotated[
+        bool, typer.Option("--globals", help="PostgreSQL: also restore roles and tablespaces.")
+    ] = False,
 ) -> None:
     """Restore a backup after verifying its sha256; refuses a non-empty target without --force."""
+    from db_backup.connectors import reject_url_password
     from db_backup.flows.restore import restore_database
 
+    try:
+        reject_url_password(to)
+    except BackupError as exc:
+        fail(str(exc), exc.exit_code)
+    options: dict[str, object] = {}
+    if schemas:
+        options["schemas"] = _split_tables(schemas)
+    if jobs > 1:
+        options["jobs"] = jobs
+    if globals_:
+        options["globals"] = True
     result = run_flow(
         restore_database,
         name=name,
@@ -254,6 +277,7 @@ def restore(
         storage=storage_location(storage),
         tables=_split_tables(tables),
         force=force,
+        options=options or None,
     )
     typer.echo(
         f"Restored {name}/{result['backup_id']} into {result['target']} "

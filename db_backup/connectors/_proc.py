@@ -48,6 +48,18 @@ class Secret:
     __str__ = __repr__
 
 
+SECRET_ENVS = ("DB_BACKUP_PG_PASSWORD", "DB_BACKUP_MYSQL_PASSWORD", "PGPASSWORD", "MYSQL_PWD")
+
+
+def child_env(drop_prefixes: tuple[str, ...]) -> dict[str, str]:
+    """Our environment for a child tool, without passwords and the engine's own settings."""
+    return {
+        k: v
+        for k, v in os.environ.items()
+        if k not in SECRET_ENVS and not k.startswith(drop_prefixes) and "PASSWORD" not in k
+    }
+
+
 def find_tool(names: Sequence[str], what: str) -> str:
     """The first of ``names`` on PATH; SourceError naming them all when none is."""
     for name in names:

@@ -164,7 +164,7 @@ class MySQLConnector:
             yield [f"--defaults-extra-file={path}"]
 
     def _env(self) -> dict[str, str]:
-        return {k: v for k, v in os.environ.items() if not k.startswith(("MYSQL", "MARIADB"))}
+        return _proc.child_env(("MYSQL", "MARIADB"))
 
     def ping(self) -> None:
         """Raise SourceError unless the database accepts a connection and a query."""

@@ -19,6 +19,7 @@ Passwords: the block's, else ``$DB_BACKUP_PG_PASSWORD``, else ``$PGPASSWORD``
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 import threading
 from collections.abc import Iterator
@@ -41,6 +42,7 @@ SSL_PARAMS = {
     "sslkey": "PGSSLKEY",
 }
 MAINTENANCE_DB = "postgres"
+TOOL_APPNAME = "db-backup-tool"  # pg_dump / pg_restore sessions, told apart from ours
 SYSTEM_SCHEMAS = "('pg_catalog', 'information_schema')"
 
 
@@ -132,14 +134,14 @@ class PostgresConnector:
     @contextlib.contextmanager
     def _tool_env(self, dbname: str | None = None) -> Iterator[dict[str, str]]:
         """Environment for a child tool: connection settings, password in a 0600 passfile."""
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+        env = _proc.child_env(("PG",))
         env.update(
             PGHOST=self.host,
             PGPORT=str(self.port),
             PGUSER=self.user,
             PGDATABASE=dbname or self.database,
             PGCONNECT_TIMEOUT=str(self.connect_timeout),
-            PGAPPNAME="db-backup",
+            PGAPPNAME=TOOL_APPNAME,
         )
         env.update({SSL_PARAMS[k]: v for k, v in self.ssl.items()})
         secret = self._password.reveal()
@@ -240,6 +242,8 @@ class PostgresConnector:
         schemas = [str(s) for s in request.options.get("schemas") or []]
         if request.options.get("globals"):
             self._restore_globals(source)
+        if tables is None and not schemas and request.force and self._existing_tables():
+            return self._restore_by_swap(source, request)
         created = self._create_if_missing()
         try:
             chosen = self._pg_restore(source, request, tables, schemas)
@@ -249,6 +253,38 @@ class PostgresConnector:
             raise
         self._check_counts(source.manifest, chosen)
         return RestoreResult(self.describe(), chosen)
+
+    def _restore_by_swap(self, source: RestoreSource, request: RestoreRequest) -> RestoreResult:
+        """--force over a database with data: restore beside it, then swap names.
+
+        The old database is dropped only after the new one restored completely
+        and its row counts matched, so a failed restore leaves the target as it was.
+        """
+        scratch = f"{self.database[:40]}_dbb_{os.urandom(4).hex()}"
+        side = self._with_database(scratch)
+        fresh = RestoreRequest(tables=None, force=False, options=dict(request.options))
+        fresh.options.pop("globals", None)
+        try:
+            side.restore(source, fresh)
+        except BaseException:
+            side._drop_quietly()
+            raise
+        with contextlib.closing(self._connect(MAINTENANCE_DB, TargetError)) as conn:
+            conn.autocommit = True
+            try:
+                conn.execute(f"DROP DATABASE {_ident(self.database)}")
+            except Exception as exc:
+                side._drop_quietly()
+                raise TargetError(
+                    f"restore target {self.describe()} cannot be replaced: {_first_line(exc)}"
+                ) from None
+            conn.execute(f"ALTER DATABASE {_ident(scratch)} RENAME TO {_ident(self.database)}")
+        return RestoreResult(self.describe(), sorted(source.manifest.tables))
+
+    def _with_database(self, database: str) -> PostgresConnector:
+        twin = copy.copy(self)
+        twin.database = database
+        return twin
 
     def _pg_restore(
         self,
