@@ -37,7 +37,11 @@ def closed_port() -> int:
 
 # -- the flow's steps, without Prefect -----------------------------------------
 def backup(
-    connector: Connector, store: Path, name: str, staging: Path, allow_shrink: bool = False,
+    connector: Connector,
+    store: Path,
+    name: str,
+    staging: Path,
+    allow_shrink: bool = False,
     progress: Any = None,
 ) -> Manifest:
     """Dump -> stage -> shrink check -> upload -> manifest last, as backup_database does."""
@@ -119,7 +123,10 @@ def pg_drop(name: str) -> None:
 
 def pg_exists(name: str) -> bool:
     with pg_connect("postgres") as conn:
-        return conn.execute("SELECT 1 FROM pg_database WHERE datname=%s", (name,)).fetchone() is not None
+        return (
+            conn.execute("SELECT 1 FROM pg_database WHERE datname=%s", (name,)).fetchone()
+            is not None
+        )
 
 
 PG_RICH = r"""
@@ -187,10 +194,13 @@ def pg_snapshot(name: str) -> dict[str, Any]:
     and every row of every table, ordered, as text."""
     with pg_connect(name) as conn:
         q = lambda sql: [tuple(r) for r in conn.execute(sql).fetchall()]  # noqa: E731
-        tables = [r[0] for r in q(
-            "SELECT quote_ident(schemaname) || '.' || quote_ident(tablename) FROM pg_tables "
-            "WHERE schemaname NOT IN ('pg_catalog','information_schema') ORDER BY 1"
-        )]
+        tables = [
+            r[0]
+            for r in q(
+                "SELECT quote_ident(schemaname) || '.' || quote_ident(tablename) FROM pg_tables "
+                "WHERE schemaname NOT IN ('pg_catalog','information_schema') ORDER BY 1"
+            )
+        ]
         data = {t: q(f"SELECT t::text FROM {t} t ORDER BY 1") for t in tables}
         return {
             "columns": q(
@@ -203,18 +213,28 @@ def pg_snapshot(name: str) -> dict[str, Any]:
                 "FROM pg_constraint WHERE connamespace::regnamespace::text "
                 "NOT IN ('pg_catalog','information_schema') ORDER BY 1,2"
             ),
-            "indexes": q("SELECT schemaname, indexname, indexdef FROM pg_indexes "
-                         "WHERE schemaname NOT IN ('pg_catalog') ORDER BY 1,2"),
-            "triggers": q("SELECT tgname, pg_get_triggerdef(oid) FROM pg_trigger "
-                          "WHERE NOT tgisinternal ORDER BY 1"),
-            "functions": q("SELECT proname, pg_get_functiondef(p.oid) FROM pg_proc p "
-                           "WHERE pronamespace = 'public'::regnamespace ORDER BY 1"),
-            "views": q("SELECT viewname, definition FROM pg_views WHERE schemaname='public' "
-                       "ORDER BY 1"),
-            "enums": q("SELECT enumtypid::regtype::text, enumlabel FROM pg_enum "
-                       "ORDER BY 1, enumsortorder"),
-            "sequences": q("SELECT schemaname, sequencename, last_value, increment_by "
-                           "FROM pg_sequences ORDER BY 1,2"),
+            "indexes": q(
+                "SELECT schemaname, indexname, indexdef FROM pg_indexes "
+                "WHERE schemaname NOT IN ('pg_catalog') ORDER BY 1,2"
+            ),
+            "triggers": q(
+                "SELECT tgname, pg_get_triggerdef(oid) FROM pg_trigger "
+                "WHERE NOT tgisinternal ORDER BY 1"
+            ),
+            "functions": q(
+                "SELECT proname, pg_get_functiondef(p.oid) FROM pg_proc p "
+                "WHERE pronamespace = 'public'::regnamespace ORDER BY 1"
+            ),
+            "views": q(
+                "SELECT viewname, definition FROM pg_views WHERE schemaname='public' ORDER BY 1"
+            ),
+            "enums": q(
+                "SELECT enumtypid::regtype::text, enumlabel FROM pg_enum ORDER BY 1, enumsortorder"
+            ),
+            "sequences": q(
+                "SELECT schemaname, sequencename, last_value, increment_by "
+                "FROM pg_sequences ORDER BY 1,2"
+            ),
             "comments": q("SELECT obj_description('customers'::regclass)"),
             "data": data,
         }
@@ -225,8 +245,9 @@ def my_connect(database: str | None = None, **kw: Any) -> Any:
     import pymysql
 
     params = {**MY, **kw}
-    return pymysql.connect(database=database, autocommit=True, connect_timeout=5,
-                           charset="utf8mb4", **params)
+    return pymysql.connect(
+        database=database, autocommit=True, connect_timeout=5, charset="utf8mb4", **params
+    )
 
 
 def my_available() -> bool:
@@ -320,6 +341,7 @@ def my_snapshot(name: str) -> dict[str, Any]:
     conn = my_connect(name)
     try:
         with conn.cursor() as cur:
+
             def q(sql: str) -> list[tuple[Any, ...]]:
                 cur.execute(sql)
                 return [tuple(r) for r in cur.fetchall()]

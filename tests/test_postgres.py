@@ -73,8 +73,10 @@ def test_row_counts_come_from_the_dumps_snapshot(rich: str, tmp_path: Path) -> N
     with h.pg_connect(rich) as writer:
 
         def write_during_dump(_n: int) -> None:
-            writer.execute("INSERT INTO sales.regions VALUES ('X' || (random()*9)::int::text, 'x')"
-                           " ON CONFLICT DO NOTHING")
+            writer.execute(
+                "INSERT INTO sales.regions VALUES ('X' || (random()*9)::int::text, 'x')"
+                " ON CONFLICT DO NOTHING"
+            )
 
         manifest = h.backup(
             conn_for(rich), tmp_path / "s", "snap", tmp_path / "st", progress=write_during_dump
@@ -95,7 +97,10 @@ def test_selective_restore_of_two_tables_into_new_database(
     target = h.unique("t_pg_sel")
     dbs.append(target)
     result = h.restore(
-        conn_for(target), tmp_path / "store", manifest, tmp_path / "r",
+        conn_for(target),
+        tmp_path / "store",
+        manifest,
+        tmp_path / "r",
         tables=["customers", "orders"],
     )
     assert result.tables == ["public.customers", "public.orders"]
@@ -110,8 +115,9 @@ def test_selective_restore_of_two_tables_into_new_database(
     assert {c[1] for c in dst["constraints"]} >= {"orders_customer_id_fkey", "customers_pkey"}
     assert [t[0] for t in dst["triggers"]] == ["orders_log"]
     assert ("public", "orders_id_seq") in {s[:2] for s in dst["sequences"]}
-    assert dst["sequences"] == [s for s in src["sequences"] if s[1] != "audit_id_seq"
-                                and s[1] != "invoice_no"]
+    assert dst["sequences"] == [
+        s for s in src["sequences"] if s[1] != "audit_id_seq" and s[1] != "invoice_no"
+    ]
 
 
 def test_selective_restore_of_a_schema(rich: str, dbs: list[str], tmp_path: Path) -> None:
@@ -154,20 +160,28 @@ def test_restore_refuses_database_with_data_and_leaves_it_unchanged(
     with pytest.raises(TargetError, match="already holds 1 table"):
         h.restore(conn_for(other), tmp_path / "store", manifest, tmp_path / "r")
     with pytest.raises(TargetError, match="already has table"):
-        h.restore(conn_for(other), tmp_path / "store", manifest, tmp_path / "r",
-                  tables=["customers"])
+        h.restore(
+            conn_for(other), tmp_path / "store", manifest, tmp_path / "r", tables=["customers"]
+        )
     assert h.pg_snapshot(other) == before
     # selective with force: atomic; the differently shaped table makes it fail cleanly
     with pytest.raises(TargetError, match="pg_restore failed"):
-        h.restore(conn_for(other), tmp_path / "store", manifest, tmp_path / "r",
-                  tables=["customers"], force=True)
+        h.restore(
+            conn_for(other),
+            tmp_path / "store",
+            manifest,
+            tmp_path / "r",
+            tables=["customers"],
+            force=True,
+        )
     assert h.pg_snapshot(other) == before
     # full restore with force: restored beside the target, then swapped in
     h.restore(conn_for(other), tmp_path / "store", manifest, tmp_path / "r", force=True)
     assert h.pg_snapshot(other) == h.pg_snapshot(rich)
     with h.pg_connect("postgres") as c:
-        assert not c.execute("SELECT datname FROM pg_database WHERE datname LIKE %s",
-                             (other[:40] + "_dbb_%",)).fetchall()
+        assert not c.execute(
+            "SELECT datname FROM pg_database WHERE datname LIKE %s", (other[:40] + "_dbb_%",)
+        ).fetchall()
 
 
 def test_failed_restore_into_new_database_leaves_nothing(
@@ -189,8 +203,7 @@ def test_failed_restore_into_new_database_leaves_nothing(
         h.restore(conn_for(target), tmp_path / "store", manifest, tmp_path / "r")
     assert not h.pg_exists(target)
     with pytest.raises(ConfigError, match="'nope' is not in backup"):
-        h.restore(conn_for(target), tmp_path / "store", manifest, tmp_path / "r",
-                  tables=["nope"])
+        h.restore(conn_for(target), tmp_path / "store", manifest, tmp_path / "r", tables=["nope"])
     # --no-owner style restore works without the role
     h.restore(conn_for(target), tmp_path / "store", manifest, tmp_path / "r", no_owner=True)
     assert conn_for(target).row_counts() == manifest.tables
@@ -221,24 +234,26 @@ def test_missing_pg_dump_fails_before_dumping(
     assert not list((tmp_path / "stage").iterdir())
 
 
-def test_backend_killed_mid_dump_leaves_no_manifest(
-    dbs: list[str], tmp_path: Path
-) -> None:
+def test_backend_killed_mid_dump_leaves_no_manifest(dbs: list[str], tmp_path: Path) -> None:
     name = h.unique("t_pg_big")
     dbs.append(name)
     h.pg_create(name)
     with h.pg_connect(name) as c:
-        c.execute("CREATE TABLE big AS SELECT g AS id, md5(g::text) || repeat('x', 80) AS pad "
-                  "FROM generate_series(1, 300000) g")
+        c.execute(
+            "CREATE TABLE big AS SELECT g AS id, md5(g::text) || repeat('x', 80) AS pad "
+            "FROM generate_series(1, 300000) g"
+        )
 
     def kill_dump(_n: int) -> None:
         with h.pg_connect("postgres") as c:
-            c.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                      "WHERE datname = %s AND application_name = 'db-backup-tool'", (name,))
+            c.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = %s AND application_name = 'db-backup-tool'",
+                (name,),
+            )
 
     with pytest.raises(ToolFailed, match=r"pg_dump failed for database .* \(exit 1\)"):
-        h.backup(conn_for(name), tmp_path / "store", "big", tmp_path / "stage",
-                 progress=kill_dump)
+        h.backup(conn_for(name), tmp_path / "store", "big", tmp_path / "stage", progress=kill_dump)
     assert h.manifests(tmp_path / "store") == []
     assert not list((tmp_path / "stage").iterdir())  # the partial staged file is gone
 
@@ -273,24 +288,56 @@ def pw_cluster(pg_up: None, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     shutil.chown(pwfile, "postgres")
     as_pg = ["runuser", "-u", "postgres", "--"]
     bindir = initdb.parent
-    subprocess.run([*as_pg, str(initdb), "-D", str(data), "-U", "postgres", "-A",
-                    "scram-sha-256", f"--pwfile={pwfile}"], check=True, capture_output=True)
+    subprocess.run(
+        [
+            *as_pg,
+            str(initdb),
+            "-D",
+            str(data),
+            "-U",
+            "postgres",
+            "-A",
+            "scram-sha-256",
+            f"--pwfile={pwfile}",
+        ],
+        check=True,
+        capture_output=True,
+    )
     port = h.closed_port()
-    subprocess.run([*as_pg, str(bindir / "pg_ctl"), "-D", str(data), "-w", "-l",
-                    str(base / "log"), "-o", f"-c listen_addresses=127.0.0.1 -p {port} "
-                    f"-c unix_socket_directories={base}", "start"], check=True,
-                   capture_output=True)
+    subprocess.run(
+        [
+            *as_pg,
+            str(bindir / "pg_ctl"),
+            "-D",
+            str(data),
+            "-w",
+            "-l",
+            str(base / "log"),
+            "-o",
+            f"-c listen_addresses=127.0.0.1 -p {port} -c unix_socket_directories={base}",
+            "start",
+        ],
+        check=True,
+        capture_output=True,
+    )
     try:
-        yield {"port": str(port), "password": password, "data": str(data),
-               "pg_ctl": str(bindir / "pg_ctl")}
+        yield {
+            "port": str(port),
+            "password": password,
+            "data": str(data),
+            "pg_ctl": str(bindir / "pg_ctl"),
+        }
     finally:
-        subprocess.run([*as_pg, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate",
-                        "stop"], capture_output=True)
+        subprocess.run(
+            [*as_pg, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
+            capture_output=True,
+        )
         shutil.rmtree(base, ignore_errors=True)
 
 
-def test_wrong_password_fails_cleanly(pw_cluster: dict[str, str], tmp_path: Path,
-                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_wrong_password_fails_cleanly(
+    pw_cluster: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     url = f"postgresql://postgres@127.0.0.1:{pw_cluster['port']}/postgres"
     monkeypatch.setenv("DB_BACKUP_PG_PASSWORD", "wrong-" + pw_cluster["password"])
     with pytest.raises(SourceError, match="password authentication failed") as info:
@@ -299,9 +346,12 @@ def test_wrong_password_fails_cleanly(pw_cluster: dict[str, str], tmp_path: Path
     assert h.manifests(tmp_path / "store") == []
 
 
-def test_password_never_leaks(pw_cluster: dict[str, str], tmp_path: Path,
-                              monkeypatch: pytest.MonkeyPatch,
-                              caplog: pytest.LogCaptureFixture) -> None:
+def test_password_never_leaks(
+    pw_cluster: dict[str, str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     """Not in child argv or environment, logs, exceptions, manifests; passfile removed."""
     password = pw_cluster["password"]
     url = f"postgresql://postgres@127.0.0.1:{pw_cluster['port']}/postgres"
@@ -321,17 +371,22 @@ def test_password_never_leaks(pw_cluster: dict[str, str], tmp_path: Path,
             except (OSError, IndexError, ValueError):
                 continue
             seen.append(cmdline + "\n" + environ)
-            passfiles.extend(v.split("=", 1)[1] for v in environ.split("\0")
-                             if v.startswith("PGPASSFILE="))
+            passfiles.extend(
+                v.split("=", 1)[1] for v in environ.split("\0") if v.startswith("PGPASSFILE=")
+            )
 
     monkeypatch.setenv("DB_BACKUP_PG_PASSWORD", password)
     conn = connector_from_url(url)
-    with h.pg_connect("postgres", port=int(pw_cluster["port"]), user="postgres",
-                      password=password) as c:
-        c.execute("CREATE TABLE IF NOT EXISTS t AS SELECT g, repeat('y', 200) AS pad "
-                  "FROM generate_series(1, 20000) g")
-    manifest = h.backup(conn, tmp_path / "store", "pw", tmp_path / "stage",
-                        progress=inspect_children)
+    with h.pg_connect(
+        "postgres", port=int(pw_cluster["port"]), user="postgres", password=password
+    ) as c:
+        c.execute(
+            "CREATE TABLE IF NOT EXISTS t AS SELECT g, repeat('y', 200) AS pad "
+            "FROM generate_series(1, 20000) g"
+        )
+    manifest = h.backup(
+        conn, tmp_path / "store", "pw", tmp_path / "stage", progress=inspect_children
+    )
     assert seen and any("pg_dump" in s for s in seen)
     assert all(password not in s for s in seen)
     assert passfiles and not any(Path(p).exists() for p in passfiles)
@@ -340,67 +395,138 @@ def test_password_never_leaks(pw_cluster: dict[str, str], tmp_path: Path,
     assert password not in caplog.text
     target_db = h.unique("t_pg_pwr")
     target_url = f"postgresql://postgres@127.0.0.1:{pw_cluster['port']}/{target_db}"
-    h.restore(connector_from_url(target_url), tmp_path / "store",
-              manifest, tmp_path / "r")
+    h.restore(connector_from_url(target_url), tmp_path / "store", manifest, tmp_path / "r")
     for path in (tmp_path / "store").rglob("*"):
         if path.is_file():
             assert password.encode() not in path.read_bytes()
 
 
-def test_server_stopped_mid_dump(pw_cluster: dict[str, str], tmp_path: Path,
-                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_server_stopped_mid_dump(
+    pw_cluster: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Runs last in the module: it stops the throwaway cluster."""
     monkeypatch.setenv("DB_BACKUP_PG_PASSWORD", pw_cluster["password"])
-    with h.pg_connect("postgres", port=int(pw_cluster["port"]), user="postgres",
-                      password=pw_cluster["password"]) as c:
-        c.execute("CREATE TABLE IF NOT EXISTS big AS SELECT g, md5(g::text) || repeat('z', 100) "
-                  "AS pad FROM generate_series(1, 300000) g")
+    with h.pg_connect(
+        "postgres", port=int(pw_cluster["port"]), user="postgres", password=pw_cluster["password"]
+    ) as c:
+        c.execute(
+            "CREATE TABLE IF NOT EXISTS big AS SELECT g, md5(g::text) || repeat('z', 100) "
+            "AS pad FROM generate_series(1, 300000) g"
+        )
     url = f"postgresql://postgres@127.0.0.1:{pw_cluster['port']}/postgres"
 
     def stop_server(_n: int) -> None:
-        subprocess.run(["runuser", "-u", "postgres", "--", pw_cluster["pg_ctl"], "-D",
-                        pw_cluster["data"], "-m", "immediate", "stop"], capture_output=True)
+        subprocess.run(
+            [
+                "runuser",
+                "-u",
+                "postgres",
+                "--",
+                pw_cluster["pg_ctl"],
+                "-D",
+                pw_cluster["data"],
+                "-m",
+                "immediate",
+                "stop",
+            ],
+            capture_output=True,
+        )
         time.sleep(0.2)
 
     with pytest.raises(SourceError) as info:
-        h.backup(connector_from_url(url), tmp_path / "store", "crash", tmp_path / "stage",
-                 progress=stop_server)
+        h.backup(
+            connector_from_url(url),
+            tmp_path / "store",
+            "crash",
+            tmp_path / "stage",
+            progress=stop_server,
+        )
     assert "\n" not in str(info.value)
     assert h.manifests(tmp_path / "store") == []
 
 
 # -- through the CLI (subprocess, real flows) ------------------------------------------
-def test_cli_backup_restore_and_errors(rich: str, dbs: list[str], cli: CliRunner, tmp_path: Path) -> None:
+def test_cli_backup_restore_and_errors(
+    rich: str, dbs: list[str], cli: CliRunner, tmp_path: Path
+) -> None:
     store = str(tmp_path / "store")
-    out = cli("backup", "--type", "postgres", "--url", PG_URL.format(rich), "--name", "shop",
-              "--storage", store)
+    out = cli(
+        "backup",
+        "--type",
+        "postgres",
+        "--url",
+        PG_URL.format(rich),
+        "--name",
+        "shop",
+        "--storage",
+        store,
+    )
     assert out.returncode == 0, out.stderr
     listed = json.loads(cli("list", "--json", "--storage", store).stdout)
     assert listed[0]["engine"] == "postgres" and listed[0]["tables"] == 4
     target = h.unique("t_pg_cli")
     dbs.append(target)
-    out = cli("restore", "latest", "--name", "shop", "--to", PG_URL.format(target),
-              "--tables", "customers,orders", "--storage", store)
+    out = cli(
+        "restore",
+        "latest",
+        "--name",
+        "shop",
+        "--to",
+        PG_URL.format(target),
+        "--tables",
+        "customers,orders",
+        "--storage",
+        store,
+    )
     assert out.returncode == 0, out.stderr
-    assert h.pg_snapshot(target)["data"]["public.orders"] == h.pg_snapshot(rich)["data"][
-        "public.orders"
-    ]
+    assert (
+        h.pg_snapshot(target)["data"]["public.orders"]
+        == h.pg_snapshot(rich)["data"]["public.orders"]
+    )
     # unknown table: one line, exit 2, target untouched
     before = h.pg_snapshot(target)
-    out = cli("restore", "latest", "--name", "shop", "--to", PG_URL.format(target),
-              "--tables", "nope", "--storage", store)
+    out = cli(
+        "restore",
+        "latest",
+        "--name",
+        "shop",
+        "--to",
+        PG_URL.format(target),
+        "--tables",
+        "nope",
+        "--storage",
+        store,
+    )
     assert out.returncode == 2 and out.stderr.count("\n") == 1 and "nope" in out.stderr
     # data in the target without --force: exit 4
-    out = cli("restore", "latest", "--name", "shop", "--to", PG_URL.format(target),
-              "--storage", store)
+    out = cli(
+        "restore", "latest", "--name", "shop", "--to", PG_URL.format(target), "--storage", store
+    )
     assert out.returncode == 4 and "--force" in out.stderr and out.stderr.count("\n") == 1
     assert h.pg_snapshot(target) == before
     # missing pg_dump: exit 3, no new manifest
-    out = cli("backup", "--type", "postgres", "--url", PG_URL.format(rich), "--name", "shop",
-              "--storage", store, env={"PATH": str(tmp_path / "nobin")})
+    out = cli(
+        "backup",
+        "--type",
+        "postgres",
+        "--url",
+        PG_URL.format(rich),
+        "--name",
+        "shop",
+        "--storage",
+        store,
+        env={"PATH": str(tmp_path / "nobin")},
+    )
     assert out.returncode == 3 and "pg_dump not found" in out.stderr
     # a password in the URL is refused before anything runs, and never echoed
-    out = cli("backup", "--type", "postgres", "--url",
-              f"postgresql://root:hunter2@127.0.0.1:5432/{rich}", "--storage", store)
+    out = cli(
+        "backup",
+        "--type",
+        "postgres",
+        "--url",
+        f"postgresql://root:hunter2@127.0.0.1:5432/{rich}",
+        "--storage",
+        store,
+    )
     assert out.returncode == 2 and "hunter2" not in out.stderr + out.stdout
     assert len(h.manifests(Path(store))) == 1
