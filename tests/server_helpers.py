@@ -316,7 +316,8 @@ MY_RICH = [
     "CREATE EVENT nightly ON SCHEDULE EVERY 1 DAY STARTS '2030-01-01 00:00:00' DO "
     "DELETE FROM audit WHERE id < 0",
     """INSERT INTO customers (name, mood, flags, score, ratio, born, seen, stamp)
-       SELECT CONCAT('Zoë ', seq, ' 🚀 ', REPEAT('ü', seq % 5)), ELT(1 + seq % 3, 'sad','ok','happy'),
+       SELECT CONCAT('Zoë ', seq, ' 🚀 ', REPEAT('ü', seq % 5)),
+              ELT(1 + seq % 3, 'sad', 'ok', 'happy'),
               'a,c', seq * 1.123456, seq / 3.0, DATE '1990-01-01' + INTERVAL seq DAY,
               TIMESTAMP '2026-03-01 12:00:00.123456' + INTERVAL seq HOUR,
               TIMESTAMP '2026-03-01 12:00:00' + INTERVAL seq MINUTE
