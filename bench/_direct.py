@@ -22,16 +22,25 @@ def main() -> None:
     connector = connector_from_url(url)
     storage = LocalStorage(store)
     with tempfile.TemporaryDirectory(prefix="bench-direct-") as staging:
-        sink = DumpSink(Path(staging), level=level, threads=getattr(connector, "compress_threads", 0))
+        sink = DumpSink(
+            Path(staging), level=level, threads=getattr(connector, "compress_threads", 0)
+        )
         outcome = ops.stage_dump(connector, sink)
         backup_id = new_backup_id()
         stored = []
         for obj in outcome.objects:
             ops.verify_staged(obj)
-            stored.append(ops.upload_staged(storage, obj, ops.object_key("bench", backup_id, obj.filename)))
+            stored.append(
+                ops.upload_staged(storage, obj, ops.object_key("bench", backup_id, obj.filename))
+            )
         manifest = ops.build_manifest(
-            name="bench", backup_id=backup_id, connector=connector, outcome=outcome,
-            stored=stored, compression={"algorithm": "zstd", "level": level}, flow_run_id=None,
+            name="bench",
+            backup_id=backup_id,
+            connector=connector,
+            outcome=outcome,
+            stored=stored,
+            compression={"algorithm": "zstd", "level": level},
+            flow_run_id=None,
         )
         ops.commit_manifest(storage, manifest)
 

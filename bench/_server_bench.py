@@ -57,20 +57,43 @@ def compare(url: str, plain_shell: str, runs: int, level: int, work: Path) -> di
     env = {"DB_BACKUP_STAGING": str(work / "staging")}
     for i in range(runs):
         out = work / "plain.zst"
-        results["plain"].append(timed(["bash", "-o", "pipefail", "-c", plain_shell.format(out=out)]))
+        results["plain"].append(
+            timed(["bash", "-o", "pipefail", "-c", plain_shell.format(out=out)])
+        )
         sizes["plain"] = out.stat().st_size
         out.unlink()
         store = work / f"direct-{i}"
         results["direct"].append(
-            timed([sys.executable, str(Path(__file__).with_name("_direct.py")), url, str(store),
-                   str(level)], env)
+            timed(
+                [
+                    sys.executable,
+                    str(Path(__file__).with_name("_direct.py")),
+                    url,
+                    str(store),
+                    str(level),
+                ],
+                env,
+            )
         )
         sizes["direct"] = sum(p.stat().st_size for p in store.rglob("*.zst"))
         shutil.rmtree(store)
         store = work / f"cli-{i}"
         results["cli"].append(
-            timed([str(VENV_BIN / "db-backup"), "backup", "--url", url, "--storage", str(store),
-                   "--level", str(level), "--name", "bench"], env)
+            timed(
+                [
+                    str(VENV_BIN / "db-backup"),
+                    "backup",
+                    "--url",
+                    url,
+                    "--storage",
+                    str(store),
+                    "--level",
+                    str(level),
+                    "--name",
+                    "bench",
+                ],
+                env,
+            )
         )
         flow.append(flow_seconds(store))
         shutil.rmtree(store)

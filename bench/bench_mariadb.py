@@ -27,27 +27,43 @@ CLIENT = ["mariadb", "-h", "127.0.0.1", "-u", "root", "--batch", "--skip-column-
 
 
 def sql(db: str | None, statement: str) -> str:
-    out = subprocess.run([*CLIENT, *([db] if db else []), "-e", statement], check=True,
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [*CLIENT, *([db] if db else []), "-e", statement],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     return out.stdout.strip()
 
 
 def data_size(db: str) -> int:
-    return int(sql(None, "SELECT COALESCE(SUM(data_length + index_length), 0) FROM "
-                         f"information_schema.TABLES WHERE table_schema = '{db}'") or 0)
+    return int(
+        sql(
+            None,
+            "SELECT COALESCE(SUM(data_length + index_length), 0) FROM "
+            f"information_schema.TABLES WHERE table_schema = '{db}'",
+        )
+        or 0
+    )
 
 
 def generate(db: str, size_mb: int) -> int:
     """Create ``db`` with mixed-type rows until it holds ``size_mb`` MB; return its size."""
     sql(None, f"CREATE DATABASE IF NOT EXISTS `{db}`")
-    sql(db, "CREATE TABLE IF NOT EXISTS events (id BIGINT AUTO_INCREMENT PRIMARY KEY, "
-            "at DATETIME, kind INT, amount DECIMAL(12,2), body TEXT, doc JSON) ENGINE=InnoDB")
+    sql(
+        db,
+        "CREATE TABLE IF NOT EXISTS events (id BIGINT AUTO_INCREMENT PRIMARY KEY, "
+        "at DATETIME, kind INT, amount DECIMAL(12,2), body TEXT, doc JSON) ENGINE=InnoDB",
+    )
     size = data_size(db)
     while size < size_mb * 1_000_000:
-        sql(db, "INSERT INTO events (at, kind, amount, body, doc) SELECT "
-                "NOW() - INTERVAL seq SECOND, seq % 17, (seq % 100000) / 7.0, "
-                "CONCAT(MD5(seq), ' ', MD5(seq * 7), ' event text ', seq), "
-                "JSON_OBJECT('g', seq, 'tag', CONCAT('k', seq % 50)) FROM seq_1_to_500000")
+        sql(
+            db,
+            "INSERT INTO events (at, kind, amount, body, doc) SELECT "
+            "NOW() - INTERVAL seq SECOND, seq % 17, (seq % 100000) / 7.0, "
+            "CONCAT(MD5(seq), ' ', MD5(seq * 7), ' event text ', seq), "
+            "JSON_OBJECT('g', seq, 'tag', CONCAT('k', seq % 50)) FROM seq_1_to_500000",
+        )
         sql(db, "ANALYZE TABLE events")
         size = data_size(db)
         print(f"  generated {size / 1e6:.0f} MB", file=sys.stderr)
@@ -64,8 +80,10 @@ def main() -> None:
     db = f"bench_my_{args.size_mb}"
     size = generate(db, args.size_mb)
     url = f"mysql://root@127.0.0.1:3306/{db}"
-    plain = (f"mariadb-dump -h 127.0.0.1 -u root --single-transaction {db} "
-             f"| zstd -{args.level} -q > {{out}}")
+    plain = (
+        f"mariadb-dump -h 127.0.0.1 -u root --single-transaction {db} "
+        f"| zstd -{args.level} -q > {{out}}"
+    )
     work = Path(tempfile.mkdtemp(prefix="bench-my-"))
     try:
         report = compare(url, plain, args.runs, args.level, work)

@@ -27,8 +27,9 @@ PSQL = ["psql", "-X", "-q", "-h", "127.0.0.1", "-U", "root", "-v", "ON_ERROR_STO
 
 
 def sql(db: str, statement: str) -> str:
-    out = subprocess.run([*PSQL, "-At", "-d", db, "-c", statement], check=True,
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [*PSQL, "-At", "-d", db, "-c", statement], check=True, capture_output=True, text=True
+    )
     return out.stdout.strip()
 
 
@@ -36,16 +37,22 @@ def generate(db: str, size_mb: int) -> int:
     """Create ``db`` with mixed-type rows until it holds ``size_mb`` MB; return its size."""
     if sql("postgres", f"SELECT count(*) FROM pg_database WHERE datname = '{db}'") == "0":
         sql("postgres", f'CREATE DATABASE "{db}"')
-        sql(db, "CREATE TABLE events (id bigserial PRIMARY KEY, at timestamptz, kind int, "
-                "amount numeric(12,2), body text, doc jsonb)")
+        sql(
+            db,
+            "CREATE TABLE events (id bigserial PRIMARY KEY, at timestamptz, kind int, "
+            "amount numeric(12,2), body text, doc jsonb)",
+        )
     size = int(sql(db, "SELECT pg_database_size(current_database())"))
     batch = 0
     while size < size_mb * 1_000_000:
-        sql(db, "INSERT INTO events (at, kind, amount, body, doc) SELECT "
-                "now() - g * interval '1 second', g % 17, (g % 100000) / 7.0, "
-                "md5(g::text) || ' ' || md5((g * 7)::text) || ' event text ' || g, "
-                "jsonb_build_object('g', g, 'tag', 'k' || (g % 50)) "
-                "FROM generate_series(1, 500000) g")
+        sql(
+            db,
+            "INSERT INTO events (at, kind, amount, body, doc) SELECT "
+            "now() - g * interval '1 second', g % 17, (g % 100000) / 7.0, "
+            "md5(g::text) || ' ' || md5((g * 7)::text) || ' event text ' || g, "
+            "jsonb_build_object('g', g, 'tag', 'k' || (g % 50)) "
+            "FROM generate_series(1, 500000) g",
+        )
         batch += 1
         size = int(sql(db, "SELECT pg_database_size(current_database())"))
         print(f"  generated {size / 1e6:.0f} MB", file=sys.stderr)
