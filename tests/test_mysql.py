@@ -59,6 +59,7 @@ def test_round_trip_into_new_database_is_equal(rich: str, dbs: list[str], tmp_pa
     src, dst = h.my_snapshot(rich), h.my_snapshot(target)
     assert dst["auto_increment"] == src["auto_increment"]
     assert dst == src
+    assert conn_for(target).check() == []
 
 
 def test_row_counts_come_from_the_dumps_snapshot(rich: str, dbs: list[str], tmp_path: Path) -> None:
@@ -86,6 +87,29 @@ def test_row_counts_come_from_the_dumps_snapshot(rich: str, dbs: list[str], tmp_
     h.restore(conn_for(target), tmp_path / "store", manifest, tmp_path / "r")
     assert conn_for(target).row_counts() == manifest.tables
     assert manifest.tables["audit"] > 400
+
+
+def test_counts_exclude_rows_committed_after_the_snapshot(
+    rich: str, dbs: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rows committed while the backup counts are neither counted nor dumped."""
+    from db_backup.connectors import mysql
+
+    real_count = mysql._count
+
+    def count_after_a_commit(conn: object, table: str) -> int:
+        h.my_exec(rich, "INSERT INTO audit(what) VALUES ('late')")
+        return real_count(conn, table)
+
+    monkeypatch.setattr(mysql, "_count", count_after_a_commit)
+    manifest = h.backup(conn_for(rich), tmp_path / "s", "snap", tmp_path / "st")
+    monkeypatch.undo()
+    assert manifest.tables["audit"] == 400
+    assert conn_for(rich).row_counts()["audit"] == 403
+    target = h.unique("t_my_snap2")
+    dbs.append(target)
+    h.restore(conn_for(target), tmp_path / "s", manifest, tmp_path / "r")
+    assert conn_for(target).row_counts()["audit"] == 400
 
 
 def test_selective_restore_of_two_tables_into_new_database(

@@ -66,28 +66,33 @@ def test_round_trip_into_new_database_is_equal(rich: str, dbs: list[str], tmp_pa
     dbs.append(target)
     h.restore(conn_for(target), tmp_path / "store", manifest, tmp_path / "rstage")
     assert h.pg_snapshot(target) == h.pg_snapshot(rich)
+    assert conn_for(target).check() == []
 
 
-def test_row_counts_come_from_the_dumps_snapshot(rich: str, tmp_path: Path) -> None:
-    """Rows inserted while pg_dump runs are neither counted nor dumped."""
-    with h.pg_connect(rich) as writer:
+def test_row_counts_come_from_the_dumps_snapshot(
+    rich: str, dbs: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rows committed while the backup counts are neither counted nor dumped."""
+    from db_backup.connectors import postgres
 
-        def write_during_dump(_n: int) -> None:
+    real_count = postgres._count
+
+    def count_after_a_commit(conn: object, table: str) -> int:
+        with h.pg_connect(rich) as writer:
             writer.execute(
-                "INSERT INTO sales.regions VALUES ('X' || (random()*9)::int::text, 'x')"
-                " ON CONFLICT DO NOTHING"
+                "INSERT INTO sales.regions SELECT 'Z' || count(*), 'late' FROM sales.regions"
             )
+        return real_count(conn, table)
 
-        manifest = h.backup(
-            conn_for(rich), tmp_path / "s", "snap", tmp_path / "st", progress=write_during_dump
-        )
+    monkeypatch.setattr(postgres, "_count", count_after_a_commit)
+    manifest = h.backup(conn_for(rich), tmp_path / "s", "snap", tmp_path / "st")
+    monkeypatch.undo()
     assert manifest.tables["sales.regions"] == 2
+    assert conn_for(rich).row_counts()["sales.regions"] == 6  # four commits happened
     target = h.unique("t_pg_snap")
-    try:
-        h.restore(conn_for(target), tmp_path / "s", manifest, tmp_path / "r")
-        assert conn_for(target).row_counts()["sales.regions"] == 2
-    finally:
-        h.pg_drop(target)
+    dbs.append(target)
+    h.restore(conn_for(target), tmp_path / "s", manifest, tmp_path / "r")
+    assert conn_for(target).row_counts()["sales.regions"] == 2
 
 
 def test_selective_restore_of_two_tables_into_new_database(

@@ -123,7 +123,9 @@ class PostgresConnector:
         if self._password:
             kwargs["password"] = self._password.reveal()
         try:
-            return psycopg.connect(**kwargs)
+            # autocommit: our explicit BEGIN must open the transaction, or its isolation
+            # level would be ignored inside psycopg's implicit one.
+            return psycopg.connect(autocommit=True, **kwargs)
         except psycopg.Error as exc:
             first = _first_line(exc)
             raise error(
