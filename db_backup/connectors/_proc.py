@@ -13,6 +13,7 @@ Promises kept here for every server connector:
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import re
 import shutil
@@ -58,6 +59,18 @@ def child_env(drop_prefixes: tuple[str, ...]) -> dict[str, str]:
         for k, v in os.environ.items()
         if k not in SECRET_ENVS and not k.startswith(drop_prefixes) and "PASSWORD" not in k
     }
+
+
+PIPE_SIZE = 1024 * 1024
+
+
+def widen_pipe(stream: IO[bytes] | None) -> None:
+    """Ask Linux for a 1 MiB pipe buffer (fewer wake-ups per MiB); harmless elsewhere."""
+    set_size = getattr(fcntl, "F_SETPIPE_SZ", None)
+    if stream is None or set_size is None:
+        return
+    with contextlib.suppress(OSError):
+        fcntl.fcntl(stream.fileno(), set_size, PIPE_SIZE)
 
 
 def find_tool(names: Sequence[str], what: str) -> str:
@@ -153,6 +166,7 @@ def stream_out(argv: list[str], env: dict[str, str], what: str, out: IO[bytes]) 
             proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=err, env=env)
         except OSError as exc:
             raise ToolFailed(f"{tool} cannot be started for {what}: {exc.strerror}") from exc
+        widen_pipe(proc.stdout)
         total = 0
         try:
             assert proc.stdout is not None

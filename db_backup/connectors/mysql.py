@@ -382,6 +382,7 @@ def _stream_checked(
         except OSError as exc:
             watcher.start()
             raise ToolFailed(f"{tool} cannot be started for {what}: {exc.strerror}") from exc
+        _proc.widen_pipe(proc.stdout)
         try:
             assert proc.stdout is not None
             while block := proc.stdout.read1(COPY_CHUNK):  # type: ignore[attr-defined]

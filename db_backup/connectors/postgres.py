@@ -171,6 +171,8 @@ class PostgresConnector:
             check_versions(tool_version, server_version, self.database)
             conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             snapshot = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
+            # One core for counting: parallel workers would take the core pg_dump needs.
+            conn.execute("SET LOCAL max_parallel_workers_per_gather = 0")
             tables = _list_tables(conn)
             objects = _object_owners(conn)
             counter = _Counter(conn, tables)
