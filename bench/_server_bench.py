@@ -49,11 +49,18 @@ def flow_seconds(store: Path) -> float:
     return (end - start).total_seconds()
 
 
+def _consistency(store: Path) -> str:
+    """The manifest's consistency note (says whether row counts were exact)."""
+    manifest = json.loads(next(store.rglob("manifest.json")).read_text())
+    return str(manifest["consistency"])
+
+
 def compare(url: str, plain_shell: str, runs: int, level: int, work: Path) -> dict[str, object]:
     """Run the plain pipeline, db-backup's in-process pipeline and the CLI, ``runs`` times each."""
     results: dict[str, list[tuple[float, int]]] = {"plain": [], "direct": [], "cli": []}
     flow: list[float] = []
     sizes: dict[str, int] = {}
+    consistency: list[str] = []
     env = {"DB_BACKUP_STAGING": str(work / "staging")}
     for i in range(runs):
         out = work / "plain.zst"
@@ -76,6 +83,7 @@ def compare(url: str, plain_shell: str, runs: int, level: int, work: Path) -> di
             )
         )
         sizes["direct"] = sum(p.stat().st_size for p in store.rglob("*.zst"))
+        consistency.append(_consistency(store))
         shutil.rmtree(store)
         store = work / f"cli-{i}"
         results["cli"].append(
@@ -96,6 +104,7 @@ def compare(url: str, plain_shell: str, runs: int, level: int, work: Path) -> di
             )
         )
         flow.append(flow_seconds(store))
+        consistency.append(_consistency(store))
         shutil.rmtree(store)
     plain = statistics.median(w for w, _ in results["plain"])
     report: dict[str, object] = {"runs": runs, "zstd_level": level}
@@ -110,6 +119,7 @@ def compare(url: str, plain_shell: str, runs: int, level: int, work: Path) -> di
     fl = statistics.median(flow)
     report["cli_flow_own"] = {"wall_s": round(fl, 2), "ratio_vs_plain": round(fl / plain, 3)}
     report["stored_bytes"] = sizes
+    report["consistency"] = sorted(set(consistency))
     return report
 
 

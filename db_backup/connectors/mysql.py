@@ -61,7 +61,7 @@ DUMP_FLAGS = [
 HEADER_END = b"SQL_NOTES=0 */;"
 SECTION = b"\n--\n-- "
 DONE_MARK = b"-- Dump completed"
-LOCK_WAIT_SECONDS = 10
+LOCK_WAIT_SECONDS = 2
 
 
 def from_url(url: str, **options: Any) -> MySQLConnector:
