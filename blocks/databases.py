@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, Any
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr
 
+from db_backup.connectors.mysql import MySQLConnector
+from db_backup.connectors.postgres import PostgresConnector
 from db_backup.connectors.sqlite import SqliteConnector
 
 if TYPE_CHECKING:
@@ -95,3 +97,92 @@ class MongoDatabase(Block):
             raise ConfigError("MongoDatabase block needs a database (or a uri naming one)")
         user = f"{quote(self.username, safe='')}@" if self.username else ""
         return f"mongodb://{user}{self.host}:{self.port}/{quote(name, safe='')}"
+
+
+class PostgresDatabase(Block):
+    """A PostgreSQL database backed up with pg_dump (custom format) and restored with pg_restore."""
+
+    _block_type_name = "Postgres Database"
+    _block_type_slug = "postgres-database"
+    _description = "A PostgreSQL database: connection settings and an optional password."
+
+    host: str = Field(default="127.0.0.1", description="Server host name or socket directory.")
+    port: int = Field(default=5432, description="Server port.")
+    user: str = Field(default="postgres", description="Role to connect as.")
+    database: str = Field(description="Database to back up (or to restore into).")
+    password: SecretStr | None = Field(
+        default=None,
+        description="Password; given to pg_dump in a 0600 passfile, never on a command line.",
+    )
+    sslmode: str | None = Field(
+        default=None, description="libpq sslmode: disable, prefer, require, verify-ca, verify-full."
+    )
+    sslrootcert: str | None = Field(default=None, description="CA certificate file (PEM).")
+    sslcert: str | None = Field(default=None, description="Client certificate file (PEM).")
+    sslkey: str | None = Field(default=None, description="Client key file (PEM).")
+    include_globals: bool = Field(
+        default=False,
+        description="Also store roles and tablespaces (pg_dumpall --globals-only).",
+    )
+
+    def connector(self, **overrides: Any) -> PostgresConnector:
+        """The connector for this database (``database`` may be overridden for restores)."""
+        ssl = {
+            k: v
+            for k, v in {
+                "sslmode": self.sslmode,
+                "sslrootcert": self.sslrootcert,
+                "sslcert": self.sslcert,
+                "sslkey": self.sslkey,
+            }.items()
+            if v
+        }
+        return PostgresConnector(
+            host=self.host,
+            port=self.port,
+            user=self.user,
+            database=overrides.get("database", self.database),
+            password=self.password.get_secret_value() if self.password else None,
+            ssl=ssl,
+            include_globals=self.include_globals,
+        )
+
+
+class MySQLDatabase(Block):
+    """A MySQL or MariaDB database backed up with mariadb-dump / mysqldump."""
+
+    _block_type_name = "MySQL Database"
+    _block_type_slug = "mysql-database"
+    _description = "A MySQL or MariaDB database: connection settings and an optional password."
+
+    host: str = Field(default="127.0.0.1", description="Server host name.")
+    port: int = Field(default=3306, description="Server port.")
+    user: str = Field(default="root", description="User to connect as.")
+    database: str = Field(description="Database (schema) to back up (or to restore into).")
+    password: SecretStr | None = Field(
+        default=None,
+        description="Password; given to the tools in a 0600 option file, never on a command line.",
+    )
+    ssl_ca: str | None = Field(default=None, description="CA certificate file (PEM).")
+    ssl_cert: str | None = Field(default=None, description="Client certificate file (PEM).")
+    ssl_key: str | None = Field(default=None, description="Client key file (PEM).")
+
+    def connector(self, **overrides: Any) -> MySQLConnector:
+        """The connector for this database (``database`` may be overridden for restores)."""
+        ssl = {
+            k: v
+            for k, v in {
+                "ssl-ca": self.ssl_ca,
+                "ssl-cert": self.ssl_cert,
+                "ssl-key": self.ssl_key,
+            }.items()
+            if v
+        }
+        return MySQLConnector(
+            host=self.host,
+            port=self.port,
+            user=self.user,
+            database=overrides.get("database", self.database),
+            password=self.password.get_secret_value() if self.password else None,
+            ssl=ssl,
+        )

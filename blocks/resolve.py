@@ -29,6 +29,18 @@ def _mongodb_block() -> type:
     return MongoDatabase
 
 
+def _postgres_block() -> type:
+    from db_backup.blocks.databases import PostgresDatabase
+
+    return PostgresDatabase
+
+
+def _mysql_block() -> type:
+    from db_backup.blocks.databases import MySQLDatabase
+
+    return MySQLDatabase
+
+
 def _local_fs_block() -> type:
     from prefect.filesystems import LocalFileSystem
 
@@ -45,6 +57,8 @@ def _local_adapter(block: Any) -> Storage:
 
 DATABASE_BLOCKS["sqlite-database"] = _sqlite_block
 DATABASE_BLOCKS["mongodb-database"] = _mongodb_block
+DATABASE_BLOCKS["postgres-database"] = _postgres_block
+DATABASE_BLOCKS["mysql-database"] = _mysql_block
 STORAGE_BLOCKS["local-file-system"] = _local_fs_block
 STORAGE_ADAPTERS["LocalFileSystem"] = _local_adapter
 

@@ -53,7 +53,7 @@ def restore_database(
     check_name(name)
     manifest = find_manifest(storage, name, backup)
     key = unlock_backup_key(storage, manifest, passphrase_secret)
-    check_target(target, manifest, tables, force)
+    check_target(target, manifest, tables, force, options)
     with staging_dir("restore") as staging:
         staged: dict[str, Path] = {}
         for obj in manifest.objects:

@@ -74,12 +74,18 @@ def download_object(storage: str, obj: StoredObject, staging: str) -> Path:
 
 
 @task(name="check-target", cache_policy=NONE)
-def check_target(target: str, manifest: Manifest, tables: list[str] | None, force: bool) -> None:
+def check_target(
+    target: str,
+    manifest: Manifest,
+    tables: list[str] | None,
+    force: bool,
+    options: dict[str, object] | None = None,
+) -> None:
     """Refuse early, before any download, a restore that could not proceed."""
     connector = resolve_database(target)
     precheck = getattr(connector, "check_target", None)
     if precheck is not None:
-        precheck(manifest, RestoreRequest(tables=tables, force=force))
+        precheck(manifest, RestoreRequest(tables=tables, force=force, options=dict(options or {})))
 
 
 @task(name="restore", cache_policy=NONE)

@@ -109,13 +109,14 @@ def _root(
 
 def database_reference(kind: str | None, database: str | None, url: str | None) -> str:
     """The flow's ``database`` parameter from --type/--database/--url."""
-    from db_backup.connectors import engine_of, normalize_engine
+    from db_backup.connectors import engine_of, normalize_engine, reject_url_password
 
     if url and database:
         raise ConfigError("give --database or --url, not both")
     ref = url or database
     if not ref:
         raise ConfigError("name the database with --database PATH|BLOCK or --url URL")
+    reject_url_password(ref)  # before Prefect records the flow's parameters
     if kind is None:
         return ref
     engine = normalize_engine(kind)
@@ -284,10 +285,32 @@ def restore(
     ] = False,
     storage: StorageOpt = None,
     passphrase_secret: PassphraseSecretOpt = None,
+    schemas: Annotated[
+        str | None,
+        typer.Option("--schemas", help="PostgreSQL: comma-separated schemas to restore."),
+    ] = None,
+    jobs: Annotated[
+        int, typer.Option("--jobs", min=1, help="PostgreSQL: parallel pg_restore jobs.")
+    ] = 1,
+    globals_: Annotated[
+        bool, typer.Option("--globals", help="PostgreSQL: also restore roles and tablespaces.")
+    ] = False,
 ) -> None:
     """Restore a backup after verifying its sha256; refuses a non-empty target without --force."""
+    from db_backup.connectors import reject_url_password
     from db_backup.flows.restore import restore_database
 
+    try:
+        reject_url_password(to)
+    except BackupError as exc:
+        fail(str(exc), exc.exit_code)
+    options: dict[str, object] = {}
+    if schemas:
+        options["schemas"] = _split_tables(schemas)
+    if jobs > 1:
+        options["jobs"] = jobs
+    if globals_:
+        options["globals"] = True
     result = run_flow(
         restore_database,
         name=name,
@@ -297,6 +320,7 @@ def restore(
         tables=_split_tables(tables),
         force=force,
         passphrase_secret=passphrase_secret,
+        options=options or None,
     )
     typer.echo(
         f"Restored {name}/{result['backup_id']} into {result['target']} "

@@ -19,6 +19,8 @@ from db_backup.errors import ConfigError
 ENGINES: dict[str, tuple[str, str]] = {
     "sqlite": ("db_backup.connectors.sqlite", "SqliteConnector"),
     "mongodb": ("db_backup.connectors.mongodb", "MongoConnector"),
+    "postgres": ("db_backup.connectors.postgres", "from_url:from_url"),
+    "mysql": ("db_backup.connectors.mysql", "from_url:from_url"),
 }
 ALIASES = {
     "sqlite3": "sqlite",
@@ -65,6 +67,24 @@ def connector_from_url(url: str, **options: Any) -> Connector:
         path = url.split("://", 1)[1] if "://" in url else url
         return _factory(engine)(path, **options)  # type: ignore[no-any-return]
     return _factory(engine)(url, **options)  # type: ignore[no-any-return]
+
+
+def reject_url_password(url: str) -> None:
+    """ConfigError when a server URL carries a password (never echoed back)."""
+    from urllib.parse import urlsplit
+
+    if "://" not in url:
+        return
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        return
+    if password is not None:
+        raise ConfigError(
+            f"a password in the database URL {_safe(url)} is refused: it would be stored in "
+            "flow parameters and logs; set DB_BACKUP_PG_PASSWORD / DB_BACKUP_MYSQL_PASSWORD "
+            "or use a database block"
+        )
 
 
 def _factory(engine: str) -> Callable[..., Any]:

@@ -1,0 +1,226 @@
+"""Running the engines' own tools (pg_dump, mariadb-dump, ...) safely.
+
+Promises kept here for every server connector:
+
+* every child's exit code is checked; a non-zero exit raises ToolFailed naming
+  the tool, the database and the first useful line of its stderr;
+* secrets never reach a child's argv: they travel in a 0600 file that is
+  removed when the block ends (see :func:`secret_file`), or in the child's
+  environment;
+* stdout is streamed in 1 MiB blocks, so memory does not grow with the dump.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import IO, BinaryIO
+
+from db_backup.errors import SourceError, TargetError, ToolFailed
+from db_backup.pipeline import COPY_CHUNK
+
+_NOISE = re.compile(r"^(pg_dump|pg_restore|psql|mariadb-dump|mysqldump|mariadb|mysql): ")
+_VERSION = re.compile(r"(\d+)\.(\d+)(?:\.(\d+))?")
+
+
+class Secret:
+    """A password that never shows itself in repr, str or logs."""
+
+    def __init__(self, value: str | None) -> None:
+        self._value = value or None
+
+    def reveal(self) -> str | None:
+        """The password itself: only for writing a 0600 file or a driver call."""
+        return self._value
+
+    def __bool__(self) -> bool:
+        return self._value is not None
+
+    def __repr__(self) -> str:
+        return "Secret('***')" if self._value else "Secret(None)"
+
+    __str__ = __repr__
+
+
+SECRET_ENVS = ("DB_BACKUP_PG_PASSWORD", "DB_BACKUP_MYSQL_PASSWORD", "PGPASSWORD", "MYSQL_PWD")
+
+
+def child_env(drop_prefixes: tuple[str, ...]) -> dict[str, str]:
+    """Our environment for a child tool, without passwords and the engine's own settings."""
+    return {
+        k: v
+        for k, v in os.environ.items()
+        if k not in SECRET_ENVS and not k.startswith(drop_prefixes) and "PASSWORD" not in k
+    }
+
+
+PIPE_SIZE = 1024 * 1024
+
+
+def widen_pipe(stream: IO[bytes] | None) -> None:
+    """Ask Linux for a 1 MiB pipe buffer (fewer wake-ups per MiB); harmless elsewhere."""
+    set_size = getattr(fcntl, "F_SETPIPE_SZ", None)
+    if stream is None or set_size is None:
+        return
+    with contextlib.suppress(OSError):
+        fcntl.fcntl(stream.fileno(), set_size, PIPE_SIZE)
+
+
+def find_tool(names: Sequence[str], what: str) -> str:
+    """The first of ``names`` on PATH; SourceError naming them all when none is."""
+    for name in names:
+        path = shutil.which(name)
+        if path:
+            return path
+    raise SourceError(
+        f"{' / '.join(names)} not found on PATH: install the {what} client tools "
+        "(e.g. apt-get install postgresql-client / mariadb-client)"
+    )
+
+
+def tool_version(path: str) -> str:
+    """The version a tool prints with --version (e.g. '15.20'), or '' when unknown."""
+    try:
+        out = subprocess.run(
+            [path, "--version"], capture_output=True, text=True, timeout=30, check=False
+        ).stdout
+    except OSError:
+        return ""
+    # mariadb-dump prints 'Ver 10.19 Distrib 10.11.19-MariaDB': the distribution is what counts.
+    distrib = re.search(r"Distrib\s+(\S+?)[,-]", out)
+    if distrib:
+        return distrib.group(1)
+    match = _VERSION.search(out)
+    return match.group(0) if match else ""
+
+
+def major_of(version: str) -> tuple[int, int]:
+    """(major, minor) of a version string; (0, 0) when it has none."""
+    match = _VERSION.search(version)
+    return (int(match.group(1)), int(match.group(2))) if match else (0, 0)
+
+
+def first_error_line(stderr: str) -> str:
+    """The most useful line of a tool's stderr: the first 'error'/'FATAL' line, else the first."""
+    lines = [_NOISE.sub("", ln).strip() for ln in stderr.splitlines() if ln.strip()]
+    for ln in lines:
+        low = ln.lower()
+        if "error" in low or "fatal" in low or "denied" in low or "unknown" in low:
+            return ln[:500]
+    return lines[0][:500] if lines else "no error message"
+
+
+@contextlib.contextmanager
+def secret_file(content: str, directory: Path | None = None) -> Iterator[Path]:
+    """A file readable only by us (mode 0600) holding ``content``; removed afterwards."""
+    fd, name = tempfile.mkstemp(prefix="db-backup-", suffix=".cnf", dir=directory)
+    path = Path(name)
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(content)
+        yield path
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def _fail(kind: type[Exception], tool: str, what: str, code: int, stderr: str) -> Exception:
+    return kind(f"{tool} failed for {what} (exit {code}): {first_error_line(stderr)}")
+
+
+def run_capture(
+    argv: list[str],
+    env: dict[str, str],
+    what: str,
+    stdin: BinaryIO | None = None,
+    error: type[Exception] = ToolFailed,
+) -> str:
+    """Run a tool to completion and return its stdout; raise ``error`` on a non-zero exit."""
+    tool = Path(argv[0]).name
+    try:
+        proc = subprocess.run(argv, capture_output=True, env=env, stdin=stdin, check=False)
+    except OSError as exc:
+        raise error(f"{tool} cannot be started for {what}: {exc.strerror}") from exc
+    stderr = proc.stderr.decode(errors="replace")
+    if proc.returncode != 0:
+        raise _fail(error, tool, what, proc.returncode, stderr)
+    return proc.stdout.decode(errors="replace")
+
+
+def stream_out(argv: list[str], env: dict[str, str], what: str, out: IO[bytes]) -> int:
+    """Run a dump tool and copy its stdout into ``out``; ToolFailed on a non-zero exit.
+
+    The child is killed if copying fails (a full staging disk), so no dump
+    runs on unobserved. Returns the number of bytes copied.
+    """
+    tool = Path(argv[0]).name
+    with tempfile.TemporaryFile() as err:
+        try:
+            proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=err, env=env)
+        except OSError as exc:
+            raise ToolFailed(f"{tool} cannot be started for {what}: {exc.strerror}") from exc
+        widen_pipe(proc.stdout)
+        total = 0
+        try:
+            assert proc.stdout is not None
+            while block := proc.stdout.read(COPY_CHUNK):
+                out.write(block)
+                total += len(block)
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+        code = proc.wait()
+        if code != 0:
+            err.seek(0)
+            raise _fail(ToolFailed, tool, what, code, err.read().decode(errors="replace"))
+    return total
+
+
+def stream_in(
+    argv: list[str], env: dict[str, str], what: str, source: IO[bytes], capture: bool = False
+) -> str:
+    """Feed ``source`` to a restore tool's stdin; TargetError on a non-zero exit.
+
+    A tool that stops reading early (an SQL error with ON_ERROR_STOP, or
+    ``pg_restore -l`` once it has the table of contents) breaks the pipe: the
+    copy stops and the exit code decides. With ``capture`` the tool's stdout
+    is returned (spooled to a file, so a large listing cannot deadlock).
+    """
+    tool = Path(argv[0]).name
+    with tempfile.TemporaryFile() as err, tempfile.TemporaryFile() as outfile:
+        stdout: IO[bytes] | int = outfile if capture else subprocess.DEVNULL
+        try:
+            proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=stdout, stderr=err, env=env)
+        except OSError as exc:
+            raise TargetError(f"{tool} cannot be started for {what}: {exc.strerror}") from exc
+        _feed(proc, source)
+        code = proc.wait()
+        if code != 0:
+            err.seek(0)
+            raise _fail(TargetError, tool, what, code, err.read().decode(errors="replace"))
+        outfile.seek(0)
+        return outfile.read().decode(errors="replace") if capture else ""
+
+
+def _feed(proc: subprocess.Popen[bytes], source: IO[bytes]) -> None:
+    assert proc.stdin is not None
+    try:
+        while block := source.read(COPY_CHUNK):
+            proc.stdin.write(block)
+    except BrokenPipeError:
+        pass
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    finally:
+        with contextlib.suppress(BrokenPipeError):
+            proc.stdin.close()

@@ -1,0 +1,491 @@
+"""MySQL / MariaDB through mariadb-dump (or mysqldump) and the mariadb client.
+
+Dump: ``mariadb-dump --single-transaction --routines --triggers --events
+--hex-blob --skip-dump-date`` of one database, streamed into the pipeline.
+Row counts are taken in the dump's snapshot: a session of ours holds
+``FLUSH TABLES WITH READ LOCK`` (no commit can happen), opens its own
+``START TRANSACTION WITH CONSISTENT SNAPSHOT``, starts mariadb-dump and
+releases the lock as soon as the dump has produced its first bytes after the
+header (mariadb-dump writes the header before it starts its own transaction,
+and everything after it from within that transaction), so both snapshots see
+the same commits. The lock is held for milliseconds, like mariabackup's. When
+it cannot be had (no RELOAD privilege, or a long query holds it past
+``lock_wait_timeout``), counts are taken right after the dump starts and the
+manifest's ``consistency`` says they are approximate for tables written during
+the dump.
+
+Restore: the ``mariadb``/``mysql`` client reads the dump into the same or
+another database (created when missing, dropped again if the restore fails).
+MySQL DDL commits implicitly, so a failed restore into an existing database
+can leave it partly restored: restore into a new name when in doubt.
+Selective restore filters the stream (:mod:`db_backup.connectors.mysql_filter`).
+
+Passwords: the block's, else ``$DB_BACKUP_MYSQL_PASSWORD``, else
+``$MYSQL_PWD``. Tools get them in a 0600 ``--defaults-extra-file`` removed
+afterwards; never argv, never a URL.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import tempfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from db_backup.connectors import _proc
+from db_backup.connectors._proc import Secret
+from db_backup.connectors.base import DumpResult, RestoreRequest, RestoreResult, RestoreSource
+from db_backup.connectors.mysql_filter import filtered_stream
+from db_backup.errors import ConfigError, IntegrityError, SourceError, TargetError, ToolFailed
+from db_backup.manifest import Manifest
+from db_backup.pipeline import COPY_CHUNK, DumpSink
+
+PASSWORD_ENVS = ("DB_BACKUP_MYSQL_PASSWORD", "MYSQL_PWD")
+SSL_OPTIONS = ("ssl-ca", "ssl-cert", "ssl-key", "ssl-verify-server-cert", "ssl")
+DUMP_TOOLS = ["mariadb-dump", "mysqldump"]
+CLIENT_TOOLS = ["mariadb", "mysql"]
+DUMP_FLAGS = [
+    "--single-transaction",
+    "--routines",
+    "--triggers",
+    "--events",
+    "--hex-blob",
+    "--skip-dump-date",
+    "--default-character-set=utf8mb4",
+]
+HEADER_END = b"SQL_NOTES=0 */;"
+SECTION = b"\n--\n-- "
+DONE_MARK = b"-- Dump completed"
+LOCK_WAIT_SECONDS = 2
+
+
+def from_url(url: str, **options: Any) -> MySQLConnector:
+    """A connector for ``mysql://user@host:port/db?ssl-ca=...``; no password allowed."""
+    parts = urlsplit(url)
+    if parts.password is not None:
+        raise ConfigError(
+            "a password in the database URL is refused (it would end up in logs and flow "
+            "parameters); set DB_BACKUP_MYSQL_PASSWORD or use a mysql-database block"
+        )
+    database = unquote(parts.path.lstrip("/"))
+    if not database:
+        raise ConfigError(f"MySQL URL {url} names no database (mysql://host/DB)")
+    query = dict(parse_qsl(parts.query))
+    unknown = set(query) - set(SSL_OPTIONS) - {"connect_timeout"}
+    if unknown:
+        raise ConfigError(f"unknown MySQL URL option(s) {', '.join(sorted(unknown))}")
+    return MySQLConnector(
+        host=parts.hostname or "127.0.0.1",
+        port=parts.port or 3306,
+        user=unquote(parts.username) if parts.username else "root",
+        database=database,
+        ssl={k: v for k, v in query.items() if k in SSL_OPTIONS},
+        connect_timeout=int(query.get("connect_timeout", 10)),
+        **options,
+    )
+
+
+class MySQLConnector:
+    """One MySQL or MariaDB database (schema)."""
+
+    engine = "mysql"
+    compress_threads = 0  # the server shares this host: leave it a core
+
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 3306,
+        user: str = "root",
+        database: str,
+        password: str | None = None,
+        ssl: dict[str, str] | None = None,
+        connect_timeout: int = 10,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.user = user
+        self.database = database
+        self.ssl = dict(ssl or {})
+        self.connect_timeout = connect_timeout
+        self._password = Secret(password or _env_password())
+
+    def __repr__(self) -> str:
+        return f"MySQLConnector({self.describe()!r})"
+
+    def describe(self) -> str:
+        return f"mysql://{self.user}@{self.host}:{self.port}/{self.database}"
+
+    # -- connections ---------------------------------------------------------
+    def _connect(self, database: str | None = "", error: type[Exception] = SourceError) -> Any:
+        import pymysql
+
+        db = self.database if database == "" else database
+        ssl: dict[str, Any] = {}
+        if "ssl-ca" in self.ssl:
+            ssl["ca"] = self.ssl["ssl-ca"]
+        if "ssl-cert" in self.ssl:
+            ssl["cert"] = self.ssl["ssl-cert"]
+        if "ssl-key" in self.ssl:
+            ssl["key"] = self.ssl["ssl-key"]
+        try:
+            return pymysql.connect(
+                host=self.host,
+                port=self.port,
+                user=self.user,
+                password=self._password.reveal() or "",
+                database=db,
+                connect_timeout=self.connect_timeout,
+                charset="utf8mb4",
+                autocommit=True,
+                ssl=ssl or None,
+            )
+        except pymysql.Error as exc:
+            raise error(
+                f"cannot connect to MySQL database {db or '(server)'!r} at {self.host}:{self.port} "
+                f"as {self.user}: {_mysql_message(exc)}"
+            ) from None
+
+    @contextlib.contextmanager
+    def _defaults_file(self) -> Iterator[list[str]]:
+        """argv prefix with a 0600 option file holding host, port, user, password and TLS."""
+        lines = ["[client]", f"host={self.host}", f"port={self.port}", f"user={self.user}"]
+        lines += ["protocol=tcp"] if self.host not in ("localhost", "") else []
+        secret = self._password.reveal()
+        if secret is not None:
+            lines.append(f'password="{_option_escape(secret)}"')
+        lines += [f"{k}={v}" if v else k for k, v in self.ssl.items()]
+        with _proc.secret_file("\n".join(lines) + "\n") as path:
+            yield [f"--defaults-extra-file={path}"]
+
+    def _env(self) -> dict[str, str]:
+        return _proc.child_env(("MYSQL", "MARIADB"))
+
+    def ping(self) -> None:
+        """Raise SourceError unless the database accepts a connection and a query."""
+        with contextlib.closing(self._connect()) as conn, conn.cursor() as cur:
+            cur.execute("SELECT 1")
+
+    # -- dump ----------------------------------------------------------------
+    def dump(self, sink: DumpSink) -> DumpResult:
+        """Dump one consistent snapshot; count rows in a snapshot taken at the same point."""
+        tool = _proc.find_tool(DUMP_TOOLS, "MariaDB/MySQL")
+        tool_version = _proc.tool_version(tool)
+        conn = self._connect()
+        try:
+            server_version = _scalar(conn, "SELECT VERSION()")
+            check_versions(Path(tool).name, tool_version, server_version, self.database)
+            tables = _list_tables(conn)
+            locked = _try_global_lock(conn)
+            _scalar(conn, "SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            _scalar(conn, "START TRANSACTION WITH CONSISTENT SNAPSHOT")
+            counter = _Counter(conn, tables)
+            self._run_dump(tool, sink, conn if locked else None, counter)
+            counter.join()
+        finally:
+            with contextlib.suppress(Exception):
+                conn.close()
+        exact = locked
+        return DumpResult(
+            server_version=server_version,
+            tool=Path(tool).name,
+            tool_version=tool_version,
+            tables=counter.result(),
+            consistency=(
+                "snapshot: mariadb-dump --single-transaction; row counts from a consistent "
+                "snapshot opened under the same global read lock"
+                if exact
+                else "snapshot: mariadb-dump --single-transaction; row counts approximate "
+                "(no global read lock: RELOAD privilege missing or lock wait timed out)"
+            ),
+            extra={"database": self.database, "exact_counts": exact},
+        )
+
+    def _run_dump(self, tool: str, sink: DumpSink, locked: Any, counter: _Counter) -> None:
+        what = f"database {self.database!r}"
+        with (
+            self._defaults_file() as defaults,
+            sink.open("database", f"{_safe_file(self.database)}.sql", "mysql-dump") as out,
+        ):
+            argv = [tool, *defaults, *DUMP_FLAGS, "--", self.database]
+            watcher = _StartWatcher(out, locked, counter)
+            _stream_checked(argv, self._env(), what, watcher)
+
+    # -- restore -------------------------------------------------------------
+    def check_target(self, manifest: Manifest, request: RestoreRequest) -> None:
+        """Refuse, before any download, a restore that would clobber data or cannot work."""
+        if manifest.engine != "mysql":
+            raise ConfigError(
+                f"backup {manifest.name}/{manifest.backup_id} is a {manifest.engine} backup; "
+                "it cannot be restored into a mysql database"
+            )
+        _proc.find_tool(CLIENT_TOOLS, "MariaDB/MySQL")
+        check_tables(request.tables, manifest)
+        existing = self._existing_tables()
+        if existing is None or request.force:
+            return
+        if request.tables is None and existing:
+            raise TargetError(
+                f"restore target {self.describe()} already holds {len(existing)} table(s); "
+                "use --force to replace them"
+            )
+        clash = sorted(set(request.tables or []) & set(existing))
+        if clash:
+            raise TargetError(
+                f"restore target {self.describe()} already has table(s) {', '.join(clash)}; "
+                "use --force to replace them"
+            )
+
+    def restore(self, source: RestoreSource, request: RestoreRequest) -> RestoreResult:
+        """Pipe the dump (or the chosen tables of it) into the mariadb client."""
+        self.check_target(source.manifest, request)
+        client = _proc.find_tool(CLIENT_TOOLS, "MariaDB/MySQL")
+        created = self._create_if_missing()
+        chosen = sorted(request.tables) if request.tables else sorted(source.manifest.tables)
+        try:
+            with self._defaults_file() as defaults, source.open(source.part("database")) as raw:
+                stream = filtered_stream(raw, set(request.tables)) if request.tables else raw
+                argv = [client, *defaults, "--batch", "--binary-mode", "--", self.database]
+                _proc.stream_in(argv, self._env(), f"database {self.database!r}", stream)
+        except BaseException:
+            if created:
+                with contextlib.suppress(Exception):
+                    self.drop()
+            raise
+        self._check_counts(source.manifest, chosen)
+        return RestoreResult(self.describe(), chosen)
+
+    def _create_if_missing(self) -> bool:
+        with contextlib.closing(self._connect(None, TargetError)) as conn, conn.cursor() as cur:
+            if cur.execute("SHOW DATABASES LIKE %s", (_like(self.database),)):
+                return False
+            cur.execute(f"CREATE DATABASE {_ident(self.database)} CHARACTER SET utf8mb4")
+            return True
+
+    def _check_counts(self, manifest: Manifest, tables: list[str]) -> None:
+        live = self.row_counts()
+        for table in tables:
+            want = manifest.tables.get(table)
+            if want is not None and live.get(table) != want:
+                raise IntegrityError(
+                    f"restored table {table} in {self.describe()} has {live.get(table)} rows; "
+                    f"backup {manifest.name}/{manifest.backup_id} counted {want}"
+                )
+
+    def _existing_tables(self) -> list[str] | None:
+        with contextlib.closing(self._connect(None, TargetError)) as conn, conn.cursor() as cur:
+            if not cur.execute("SHOW DATABASES LIKE %s", (_like(self.database),)):
+                return None
+            cur.execute(
+                "SELECT table_name FROM information_schema.TABLES WHERE table_schema = %s",
+                (self.database,),
+            )
+            return [str(r[0]) for r in cur.fetchall()]
+
+    # -- inspection ----------------------------------------------------------
+    def row_counts(self) -> dict[str, int]:
+        """Exact rows per base table, read in one consistent snapshot."""
+        with contextlib.closing(self._connect()) as conn:
+            _scalar(conn, "START TRANSACTION WITH CONSISTENT SNAPSHOT")
+            return {t: _count(conn, t) for t in _list_tables(conn)}
+
+    def check(self) -> list[str]:
+        """Problems CHECK TABLE reports for any table."""
+        problems: list[str] = []
+        with contextlib.closing(self._connect()) as conn, conn.cursor() as cur:
+            for table in _list_tables(conn):
+                cur.execute(f"CHECK TABLE {_ident(table)}")
+                for row in cur.fetchall():
+                    if row[2] == "error" or (row[2] == "status" and row[3] != "OK"):
+                        problems.append(f"{table}: {row[3]}")
+        return problems
+
+    def drop(self) -> None:
+        with contextlib.closing(self._connect(None, TargetError)) as conn, conn.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS {_ident(self.database)}")
+
+
+class _Counter(threading.Thread):
+    """Counts rows in our consistent-snapshot transaction while the dump runs."""
+
+    def __init__(self, conn: Any, tables: list[str]) -> None:
+        super().__init__(name="mysql-row-counts", daemon=True)
+        self._conn = conn
+        self._tables = tables
+        self._counts: dict[str, int] = {}
+        self._error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            for table in self._tables:
+                self._counts[table] = _count(self._conn, table)
+        except BaseException as exc:  # reported by result()
+            self._error = exc
+
+    def result(self) -> dict[str, int]:
+        if self.is_alive():
+            self.join()
+        if self._error is not None:
+            raise SourceError(f"counting rows in the dump's snapshot failed: {self._error}")
+        return dict(self._counts)
+
+
+class _StartWatcher:
+    """Write-through to the sink that notices when mariadb-dump is inside its snapshot.
+
+    The first bytes after the header (or the end of the dump) prove that
+    mariadb-dump's transaction has started: then the global read lock is
+    released and the row counter starts. It also keeps the dump's tail, to
+    check for mariadb-dump's completion line.
+    """
+
+    def __init__(self, out: IO[bytes], locked: Any, counter: _Counter) -> None:
+        self._out = out
+        self._locked = locked
+        self._counter = counter
+        self._seen = b""
+        self._started = False
+        self.tail = b""
+
+    def write(self, data: bytes) -> None:
+        self._out.write(data)
+        self.tail = (self.tail + data)[-256:]
+        if not self._started:
+            self._seen = (self._seen + data)[-65536:]
+            end = self._seen.find(HEADER_END)
+            if end >= 0 and self._seen.find(SECTION, end) >= 0:
+                self.start()
+
+    def start(self) -> None:
+        """Release the lock (if held) and start counting; idempotent."""
+        if self._started:
+            return
+        self._started = True
+        if self._locked is not None:
+            _scalar(self._locked, "UNLOCK TABLES")
+        self._counter.start()
+
+
+def _stream_checked(
+    argv: list[str], env: dict[str, str], what: str, watcher: _StartWatcher
+) -> None:
+    """Stream mariadb-dump into ``watcher``; ToolFailed on a bad exit or a truncated dump."""
+    tool = Path(argv[0]).name
+    with tempfile.TemporaryFile() as err:
+        try:
+            proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=err, env=env)
+        except OSError as exc:
+            watcher.start()
+            raise ToolFailed(f"{tool} cannot be started for {what}: {exc.strerror}") from exc
+        _proc.widen_pipe(proc.stdout)
+        try:
+            assert proc.stdout is not None
+            while block := proc.stdout.read1(COPY_CHUNK):  # type: ignore[attr-defined]
+                watcher.write(block)
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+        finally:
+            watcher.start()
+        code = proc.wait()
+        err.seek(0)
+        stderr = err.read().decode(errors="replace")
+    if code != 0:
+        raise ToolFailed(
+            f"{tool} failed for {what} (exit {code}): {_proc.first_error_line(stderr)}"
+        )
+    if DONE_MARK not in watcher.tail:
+        raise ToolFailed(f"{tool} output for {what} is truncated (no 'Dump completed' line)")
+
+
+def check_versions(tool: str, tool_version: str, server_version: str, database: str) -> None:
+    """Refuse a mysqldump older than a MySQL server's major version (MySQL 8 needs 8)."""
+    if "mariadb" in server_version.lower() or tool.startswith("mariadb"):
+        return  # mariadb-dump reads MariaDB and MySQL servers of any supported version
+    tool_major, server_major = _proc.major_of(tool_version), _proc.major_of(server_version)
+    if tool_major[0] and server_major[0] and tool_major < server_major:
+        raise SourceError(
+            f"{tool} {tool_version} is older than MySQL server {server_version} of database "
+            f"{database!r}: install a client of version "
+            f"{server_major[0]}.{server_major[1]} or newer"
+        )
+
+
+def check_tables(tables: list[str] | None, manifest: Manifest) -> None:
+    """ConfigError naming the tables that are not in the backup."""
+    missing = [t for t in tables or [] if t not in manifest.tables]
+    if missing:
+        raise ConfigError(
+            f"table(s) {', '.join(missing)} not in backup {manifest.name}/{manifest.backup_id} "
+            f"(it has: {', '.join(sorted(manifest.tables)) or 'no tables'})"
+        )
+
+
+def _try_global_lock(conn: Any) -> bool:
+    """Take FLUSH TABLES WITH READ LOCK briefly; False when it cannot be had."""
+    import pymysql
+
+    try:
+        _scalar(conn, f"SET SESSION lock_wait_timeout = {LOCK_WAIT_SECONDS}")
+        _scalar(conn, "FLUSH TABLES WITH READ LOCK")
+        return True
+    except pymysql.Error:
+        return False
+
+
+def _list_tables(conn: Any) -> list[str]:
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT table_name FROM information_schema.TABLES WHERE table_schema = DATABASE() "
+            "AND table_type = 'BASE TABLE' ORDER BY table_name"
+        )
+        return [str(r[0]) for r in cur.fetchall()]
+
+
+def _count(conn: Any, table: str) -> int:
+    return int(_scalar(conn, f"SELECT COUNT(*) FROM {_ident(table)}"))
+
+
+def _scalar(conn: Any, sql: str) -> Any:
+    with conn.cursor() as cur:
+        cur.execute(sql)
+        row = cur.fetchone()
+        return row[0] if row else None
+
+
+def _mysql_message(exc: BaseException) -> str:
+    args: tuple[Any, ...] = tuple(getattr(exc, "args", ()))
+    if len(args) >= 2 and isinstance(args[1], str):
+        return args[1].splitlines()[0]
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+def _env_password() -> str | None:
+    for name in PASSWORD_ENVS:
+        value = os.environ.get(name)
+        if value:
+            return value
+    return None
+
+
+def _option_escape(value: str) -> str:
+    # Option files strip the outer quotes and know \\ and \n escapes, nothing else.
+    return value.replace("\\", "\\\\").replace("\n", "\\n")
+
+
+def _ident(name: str) -> str:
+    return "`" + name.replace("`", "``") + "`"
+
+
+def _like(name: str) -> str:
+    return name.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _safe_file(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in name) or "database"
