@@ -118,7 +118,10 @@ class AzureBlobStorage(PrefixedKeys):
         def send(index: int, data: bytes, _sha256: bytes) -> str:
             ident = block_id(index)
             blob.stage_block(
-                ident, data, length=len(data), validate_content=True,
+                ident,
+                data,
+                length=len(data),
+                validate_content=True,
                 timeout=int(self.settings.timeout),
             )
             return ident
@@ -147,7 +150,8 @@ class AzureBlobStorage(PrefixedKeys):
 
     def get_bytes(self, key: str) -> bytes:
         try:
-            data: bytes = self._blob(key).download_blob(timeout=int(self.settings.timeout)).readall()
+            stream = self._blob(key).download_blob(timeout=int(self.settings.timeout))
+            data: bytes = stream.readall()
         except Exception as exc:
             raise self._error(exc, key) from exc
         return data
@@ -250,7 +254,8 @@ def container_client(
     if account_url:
         from azure.identity import DefaultAzureCredential
 
-        return ContainerClient(account_url, container, credential=DefaultAzureCredential(), **options)
+        credential = DefaultAzureCredential()
+        return ContainerClient(account_url, container, credential=credential, **options)
     raise ConfigError(
         "Azure storage needs AZURE_STORAGE_CONNECTION_STRING or AZURE_STORAGE_ACCOUNT_URL"
     )

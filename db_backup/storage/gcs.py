@@ -17,7 +17,6 @@ access to ``STORAGE_EMULATOR_HOST`` when that is set.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import hashlib
 import os
@@ -163,9 +162,7 @@ class GcsStorage(PrefixedKeys):
 
     def exists(self, key: str) -> bool:
         try:
-            return bool(
-                self._blob(key).exists(timeout=self.settings.timeout, retry=self._retry())
-            )
+            return bool(self._blob(key).exists(timeout=self.settings.timeout, retry=self._retry()))
         except Exception as exc:
             raise self._error(exc, key) from exc
 
@@ -226,7 +223,7 @@ def _status_of(exc: BaseException) -> int | None:
 
 def gcs_client(project: str | None = None) -> Any:
     """A storage.Client from the standard environment (anonymous for an emulator)."""
-    from google.cloud import storage
+    from google.cloud import storage  # type: ignore[attr-defined]
 
     project = project or os.environ.get("GOOGLE_CLOUD_PROJECT") or None
     if os.environ.get("STORAGE_EMULATOR_HOST"):
@@ -244,8 +241,3 @@ def open_gcs_url(url: str) -> GcsStorage:
     except Exception as exc:
         raise map_gcs_error(exc, bucket, url) from exc
     return GcsStorage(client, bucket, prefix)
-
-
-def md5_b64(data: bytes) -> str:
-    """Base64 md5, the form GCS reports in ``md5Hash``."""
-    return base64.b64encode(hashlib.md5(data, usedforsecurity=False).digest()).decode()

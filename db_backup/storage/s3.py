@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from db_backup.errors import ObjectNotFound, PermanentStorageError, StorageError
+from db_backup.errors import ConfigError, ObjectNotFound, PermanentStorageError, StorageError
 from db_backup.storage.base import ObjectInfo, UploadReceipt
 from db_backup.storage.cloud import (
     READ_CHUNK,
@@ -117,6 +117,8 @@ class S3Storage(PrefixedKeys):
             return "s3:sha256"
         md5 = hashlib.md5(data, usedforsecurity=False).hexdigest()
         etag = str(reply.get("ETag", "")).strip('"')
+        if not _is_md5_etag(etag):
+            return "s3:size-only"
         if etag != md5:
             raise mismatch(self.where(key), "ETag", md5, etag)
         return "s3:etag-md5"
@@ -148,10 +150,8 @@ class S3Storage(PrefixedKeys):
                 Body=data,
                 ChecksumSHA256=b64(sha256),
             )
-            theirs = reply.get("ChecksumSHA256")
-            if theirs and theirs != b64(sha256):
-                raise mismatch(f"{self.where(key)} part {index + 1}", "sha256", b64(sha256), theirs)
-            return dict(reply)
+            where = f"{self.where(key)} part {index + 1}"
+            return _check_part(where, dict(reply), data, sha256)
 
         s = self.settings
         parts, digests = upload_parts(path, s.part_size, s.concurrency, send)
@@ -165,16 +165,23 @@ class S3Storage(PrefixedKeys):
         return UploadReceipt(digests.size, digests.sha256, check)
 
     def _check_composite(self, key: str, reply: dict[str, Any], parts: list[PartResult]) -> str:
-        """Compare the store's checksum-of-checksums (or multipart ETag) with ours."""
+        """Compare the store's checksum-of-checksums, or its multipart ETag, with ours."""
+        n = len(parts)
         theirs = reply.get("ChecksumSHA256")
         if theirs:
-            ours = f"{b64(hashlib.sha256(b''.join(p.sha256 for p in parts)).digest())}-{len(parts)}"
-            if theirs != ours and theirs.split("-")[0] != ours.split("-")[0]:
+            ours = b64(hashlib.sha256(b"".join(p.sha256 for p in parts)).digest())
+            if theirs.split("-")[0] != ours:
                 raise mismatch(self.where(key), "composite sha256", ours, theirs)
-            return f"s3:sha256-per-part({len(parts)})+composite"
-        # Stores without additional checksums: each part's sha256 was still checked on
-        # arrival (x-amz-checksum-sha256 is refused when wrong).
-        return f"s3:sha256-per-part({len(parts)})"
+            return f"s3:sha256-per-part({n})+composite"
+        etag = str(reply.get("ETag", "")).strip('"')
+        md5s = [p.reply.get("_md5") for p in parts]
+        if all(md5s) and _is_md5_etag(etag.split("-")[0]):
+            joined = b"".join(bytes.fromhex(m) for m in md5s if m)
+            ours = f"{hashlib.md5(joined, usedforsecurity=False).hexdigest()}-{n}"
+            if etag != ours:
+                raise mismatch(self.where(key), "multipart ETag", ours, etag)
+            return f"s3:etag-md5-per-part({n})+composite"
+        return f"s3:size-only({n} parts)"
 
     def _abort(self, name: str, upload_id: str) -> None:
         """Abort a multipart upload so its parts are dropped and never completed."""
@@ -232,16 +239,49 @@ class S3Storage(PrefixedKeys):
             if not isinstance(err, ObjectNotFound):
                 raise err from exc
 
-    def list_multipart_uploads(self) -> list[dict[str, Any]]:
-        """Multipart uploads started under the prefix and never completed (for prune)."""
-        reply = self.client.list_multipart_uploads(
-            Bucket=self.bucket, Prefix=self.list_prefix("")
-        )
-        return list(reply.get("Uploads", []))
+    def incomplete_uploads(self, prefix: str = "") -> Iterator[tuple[ObjectInfo, str]]:
+        """Multipart uploads under ``prefix`` never completed nor aborted (for prune).
+
+        Yields (info with the key and start time, upload id). Such uploads are never
+        objects: ``list`` does not show them, but the store bills their parts.
+        """
+        paginator = self.client.get_paginator("list_multipart_uploads")
+        try:
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=self.list_prefix(prefix)):
+                for up in page.get("Uploads", []):
+                    info = ObjectInfo(self.relative(up["Key"]), 0, up.get("Initiated"))
+                    yield info, str(up["UploadId"])
+        except Exception as exc:
+            raise self._error(exc, prefix or "/") from exc
+
+    def abort_incomplete(self, key: str, upload_id: str) -> None:
+        """Drop an incomplete multipart upload and its parts."""
+        self._abort(self.full_key(key), upload_id)
 
     # -- errors ---------------------------------------------------------------
     def _error(self, exc: Exception, key: str) -> StorageError:
         return map_s3_error(exc, self.bucket, self.where(key) if key != "/" else self.describe())
+
+
+def _check_part(where: str, reply: dict[str, Any], data: bytes, sha256: bytes) -> dict[str, Any]:
+    """Compare what the store says it received for one part with what was sent."""
+    theirs = reply.get("ChecksumSHA256")
+    if theirs:
+        if theirs != b64(sha256):
+            raise mismatch(where, "sha256", b64(sha256), theirs)
+        return reply
+    # No additional checksum echoed (moto, older S3-compatible stores): the part's
+    # ETag is the MD5 the store computed over the bytes it received.
+    md5 = hashlib.md5(data, usedforsecurity=False).hexdigest()
+    etag = str(reply.get("ETag", "")).strip('"')
+    if _is_md5_etag(etag) and etag != md5:
+        raise mismatch(where, "ETag", md5, etag)
+    reply["_md5"] = md5 if _is_md5_etag(etag) else None
+    return reply
+
+
+def _is_md5_etag(etag: str) -> bool:
+    return len(etag) == 32 and all(c in "0123456789abcdef" for c in etag.lower())
 
 
 def _part_entry(part: PartResult) -> dict[str, Any]:
@@ -287,13 +327,18 @@ def _client_error(exc: Any, bucket: str, where: str) -> StorageError:
 def s3_client(settings: TransferSettings, endpoint_url: str | None = None, **session: Any) -> Any:
     """A boto3 S3 client with our timeouts and SDK retries, from the standard environment."""
     import boto3
-    from botocore.config import Config
 
-    endpoint = endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get(
-        "AWS_ENDPOINT_URL"
+    endpoint = (
+        endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
     )
     config = sdk_config(settings, path_style=bool(endpoint))
-    return boto3.session.Session(**session).client("s3", endpoint_url=endpoint, config=config)
+    boto_session = boto3.session.Session(**session)
+    # No region anywhere (env, profile): S3 answers in us-east-1, emulators accept any.
+    region = None if boto_session.region_name else "us-east-1"
+    try:
+        return boto_session.client("s3", endpoint_url=endpoint, config=config, region_name=region)
+    except ValueError as exc:  # a malformed endpoint URL
+        raise ConfigError(f"S3 endpoint {endpoint!r} is invalid: {first_line(exc)}") from exc
 
 
 def sdk_config(settings: TransferSettings, path_style: bool = False) -> Any:
@@ -314,8 +359,4 @@ def open_s3_url(url: str) -> S3Storage:
     """``s3://bucket/prefix`` with credentials and endpoint from the AWS environment."""
     bucket, prefix = split_bucket_url(url, "s3")
     settings = TransferSettings.from_env()
-    if not os.environ.get("AWS_DEFAULT_REGION") and not os.environ.get("AWS_REGION"):
-        client = s3_client(settings, region_name="us-east-1")
-    else:
-        client = s3_client(settings)
-    return S3Storage(client, bucket, prefix, settings)
+    return S3Storage(s3_client(settings), bucket, prefix, settings)

@@ -123,8 +123,19 @@ def azurite() -> Iterator[Service]:
     assert exe
     location = tempfile.mkdtemp(prefix="db-backup-azurite-")
     proc = subprocess.Popen(
-        [exe, "--blobHost", "127.0.0.1", "--blobPort", str(port), "--location", location,
-         "--silent", "--disableTelemetry", "--skipApiVersionCheck", "--loose"],
+        [
+            exe,
+            "--blobHost",
+            "127.0.0.1",
+            "--blobPort",
+            str(port),
+            "--location",
+            location,
+            "--silent",
+            "--disableTelemetry",
+            "--skipApiVersionCheck",
+            "--loose",
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         env={**os.environ},
