@@ -17,7 +17,7 @@ from tests.cloud import services
 from tests.conftest import need_service
 
 # Small parts so tens of MB exercise multipart / resumable / block uploads.
-TEST_SETTINGS = TransferSettings(part_size=5 * MiB, concurrency=3, timeout=5, sdk_retries=2)
+TEST_SETTINGS = TransferSettings(part_size=5 * MiB, concurrency=3, timeout=3, sdk_retries=3)
 _counter = itertools.count()
 
 
@@ -96,13 +96,19 @@ def make_azure_container(endpoint: str) -> str:
     return name
 
 
-def open_store(kind: str, endpoint: str, bucket: str, prefix: str = "") -> Any:
+def open_store(
+    kind: str,
+    endpoint: str,
+    bucket: str,
+    prefix: str = "",
+    settings: TransferSettings = TEST_SETTINGS,
+) -> Any:
     """A plain adapter on ``bucket`` through ``endpoint`` (an emulator or a fault proxy)."""
     if kind == "s3":
         from db_backup.storage.s3 import S3Storage, s3_client
 
-        client = s3_client(TEST_SETTINGS, endpoint_url=endpoint, **_aws_session())
-        return S3Storage(client, bucket, prefix, TEST_SETTINGS)
+        client = s3_client(settings, endpoint_url=endpoint, **_aws_session())
+        return S3Storage(client, bucket, prefix, settings)
     if kind == "gcs":
         from google.auth.credentials import AnonymousCredentials
         from google.cloud import storage
@@ -114,12 +120,12 @@ def open_store(kind: str, endpoint: str, bucket: str, prefix: str = "") -> Any:
             credentials=AnonymousCredentials(),
             client_options={"api_endpoint": endpoint},
         )
-        return GcsStorage(client, bucket, prefix, TEST_SETTINGS)
+        return GcsStorage(client, bucket, prefix, settings)
     from db_backup.storage.azure import AzureBlobStorage, container_client
 
     conn = services.azurite_connection_string(endpoint)
     return AzureBlobStorage(
-        container_client(bucket, TEST_SETTINGS, connection_string=conn), prefix, TEST_SETTINGS
+        container_client(bucket, settings, connection_string=conn), prefix, settings
     )
 
 
