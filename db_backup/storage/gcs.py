@@ -58,8 +58,14 @@ class GcsStorage(PrefixedKeys):
         self._bucket = client.bucket(bucket)
 
     def _retry(self) -> Any:
+        """The SDK's retry policy: a time budget, since google-api-core counts time, not tries.
+
+        One attempt (DB_BACKUP_STORAGE_RETRIES=1) disables SDK retries altogether.
+        """
         from google.cloud.storage.retry import DEFAULT_RETRY
 
+        if self.settings.sdk_retries <= 1:
+            return None
         budget = self.settings.timeout * self.settings.sdk_retries
         return DEFAULT_RETRY.with_timeout(budget)
 
