@@ -267,10 +267,10 @@ class HashingReader(io.RawIOBase):
     not hashed twice, so the digests equal those of the bytes sent, once.
     """
 
-    def __init__(self, raw: BinaryIO) -> None:
+    def __init__(self, raw: BinaryIO, want_md5: bool = False) -> None:
         self._raw = raw
         self._sha256 = hashlib.sha256()
-        self._md5 = hashlib.md5(usedforsecurity=False)
+        self._md5 = hashlib.md5(usedforsecurity=False) if want_md5 else None
         self._hashed = 0
 
     def readable(self) -> bool:
@@ -292,7 +292,8 @@ class HashingReader(io.RawIOBase):
         if pos <= self._hashed < end:
             chunk = memoryview(data)[self._hashed - pos :]
             self._sha256.update(chunk)
-            self._md5.update(chunk)
+            if self._md5 is not None:
+                self._md5.update(chunk)
             self._hashed = end
         return data
 
@@ -303,7 +304,8 @@ class HashingReader(io.RawIOBase):
 
     def digests(self) -> FileDigests:
         """What was hashed so far (the whole file after a complete upload)."""
-        return FileDigests(self._hashed, self._sha256.hexdigest(), self._md5.digest())
+        md5 = self._md5.digest() if self._md5 is not None else b""
+        return FileDigests(self._hashed, self._sha256.hexdigest(), md5)
 
 
 class MappedReader(io.RawIOBase):

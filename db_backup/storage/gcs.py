@@ -6,8 +6,8 @@ Promises, on top of :mod:`db_backup.storage.base`:
   ``part_size`` bytes (memory stays at one chunk); GCS makes the object
   visible only when the last chunk is accepted, so no partial object is ever
   listed, and an unfinished session simply expires;
-* the SDK checks the crc32c the store computed against its own, and this
-  adapter compares the store's md5 with the md5 of the bytes read here;
+* the SDK checks the crc32c the store computed against the crc32c of the
+  bytes it sent (small objects: the store's md5 is compared here too);
 * the whole-file sha256 of those bytes goes back to the caller.
 
 ``gs://bucket/prefix`` URLs use Application Default Credentials
@@ -106,8 +106,11 @@ class GcsStorage(PrefixedKeys):
         except Exception as exc:
             raise self._error(exc, key) from exc
         digests = reader.digests()
-        check = self._check_md5(key, blob, digests.md5)
-        return UploadReceipt(digests.size, digests.sha256, check)
+        # The SDK compared the crc32c of the bytes it sent with the one the store
+        # computed (DataCorruption otherwise); the store's size must match too.
+        if blob.size is not None and int(blob.size) != digests.size:
+            raise mismatch(self.where(key), "size", str(digests.size), str(blob.size))
+        return UploadReceipt(digests.size, digests.sha256, "gcs:crc32c")
 
     def _check_md5(self, key: str, blob: Any, md5: bytes) -> str:
         theirs = blob.md5_hash
