@@ -106,7 +106,7 @@ def split_bucket_url(url: str, scheme: str) -> tuple[str, str]:
             f"storage URL {url!r} has no valid bucket/container name (3-63 lower-case "
             "letters, digits, '.', '-' after the scheme)"
         )
-    if "?" in prefix or "#" in prefix or "//" in prefix or ".." in prefix.split("/"):
+    if "?" in rest or "#" in rest or "//" in rest or ".." in prefix.split("/"):
         raise ConfigError(f"storage URL {url!r} has an invalid prefix {prefix!r}")
     return bucket, prefix.strip("/")
 
