@@ -205,11 +205,12 @@ def row(
 
 
 def format_row(r: dict[str, object]) -> str:
-    return (
-        f"{r['backend']:<6} {r['direction']:<5} bare {r['bare_s']:7.1f} s {r['bare_mib_s']:7.1f} MiB/s"
-        f" rss {r['bare_rss_mib']:6.0f} MiB | ours {r['ours_s']:7.1f} s {r['ours_mib_s']:7.1f} MiB/s"
-        f" rss {r['ours_rss_mib']:6.0f} MiB | ratio {r['ratio']:.2f}"
-    )
+    sides = [
+        f"{side} {r[f'{side}_s']:7.1f} s {r[f'{side}_mib_s']:7.1f} MiB/s "
+        f"rss {r[f'{side}_rss_mib']:6.0f} MiB"
+        for side in ("bare", "ours")
+    ]
+    return f"{r['backend']:<6} {r['direction']:<5} {' | '.join(sides)} | ratio {r['ratio']:.2f}"
 
 
 def main() -> None:
