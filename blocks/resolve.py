@@ -63,6 +63,21 @@ STORAGE_BLOCKS["local-file-system"] = _local_fs_block
 STORAGE_ADAPTERS["LocalFileSystem"] = _local_adapter
 
 
+def _register_cloud_blocks() -> None:
+    """S3Bucket, GcsBucket and AzureBlobStorageContainer (imported only when used)."""
+    from db_backup.blocks import storage as cloud
+
+    STORAGE_BLOCKS["s3-bucket"] = cloud.s3_bucket_block
+    STORAGE_BLOCKS["gcs-bucket"] = cloud.gcs_bucket_block
+    STORAGE_BLOCKS["azure-blob-storage-container"] = cloud.azure_container_block
+    STORAGE_ADAPTERS["S3Bucket"] = cloud.s3_adapter
+    STORAGE_ADAPTERS["GcsBucket"] = cloud.gcs_adapter
+    STORAGE_ADAPTERS["AzureBlobStorageContainer"] = cloud.azure_adapter
+
+
+_register_cloud_blocks()
+
+
 def _block_ref(ref: str, registry: dict[str, Callable[[], type]]) -> tuple[str, str] | None:
     if "://" in ref or "/" not in ref:
         return None
@@ -78,6 +93,8 @@ def load_block(ref: str, registry: dict[str, Callable[[], type]]) -> Any:
     cls = registry[slug]()
     try:
         return cls.load(name)  # type: ignore[attr-defined]
+    except ImportError as exc:
+        raise ConfigError(f"block {ref!r} needs a package that is not installed: {exc}") from exc
     except ValueError as exc:
         raise ConfigError(f"block {ref!r} does not exist (create it, or check the name)") from exc
 

@@ -44,6 +44,11 @@ class StoredObject(BaseModel):
     sha256: str = Field(description="sha256 of the stored bytes.")
     raw_size: int = Field(description="Size of the decoded dump in bytes.")
     raw_sha256: str = Field(description="sha256 of the decoded dump.")
+    store_check: str | None = Field(
+        default=None,
+        description="What the store confirmed on upload, e.g. 's3:sha256' or 'gcs:md5+crc32c' "
+        "(absent for local directories and for manifests written before it existed).",
+    )
 
 
 class Manifest(BaseModel):

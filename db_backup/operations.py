@@ -73,7 +73,10 @@ def object_key(name: str, backup_id: str, filename: str) -> str:
 
 def upload_staged(storage: Storage, obj: StagedObject, key: str) -> StoredObject:
     """Upload one staged part and check the stored size; return its manifest record."""
-    storage.put_file(key, obj.path)
+    receipt = storage.put_file(key, obj.path)
+    if receipt is not None:
+        # The bytes the adapter read and sent must be the bytes hashed while compressing.
+        check_digest(f"upload of {key}", receipt.size, receipt.sha256, obj.size, obj.sha256)
     stored_size = next((i.size for i in storage.list(key) if i.key == key), None)
     if stored_size != obj.size:
         raise IntegrityError(
@@ -89,6 +92,7 @@ def upload_staged(storage: Storage, obj: StagedObject, key: str) -> StoredObject
         sha256=obj.sha256,
         raw_size=obj.raw_size,
         raw_sha256=obj.raw_sha256,
+        store_check=receipt.verified if receipt is not None else None,
     )
 
 

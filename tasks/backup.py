@@ -91,14 +91,26 @@ def upload_file(storage: str, obj: StagedObject, key: str) -> StoredObject:
     return stored
 
 
-@task(name="previous-backup", cache_policy=NONE, retries=2, retry_delay_seconds=SHORT_RETRY_DELAYS)
+@task(
+    name="previous-backup",
+    cache_policy=NONE,
+    retries=2,
+    retry_delay_seconds=SHORT_RETRY_DELAYS,
+    retry_condition_fn=retry_transient,
+)
 def previous_backup(storage: str, name: str) -> Manifest | None:
     """The newest complete backup of ``name``, used to catch suspiciously small dumps."""
     backups = list_backups(resolve_storage(storage), name)
     return backups[-1] if backups else None
 
 
-@task(name="allocate-id", cache_policy=NONE, retries=2, retry_delay_seconds=SHORT_RETRY_DELAYS)
+@task(
+    name="allocate-id",
+    cache_policy=NONE,
+    retries=2,
+    retry_delay_seconds=SHORT_RETRY_DELAYS,
+    retry_condition_fn=retry_transient,
+)
 def allocate_id(storage: str, name: str) -> str:
     """A fresh, sortable backup id not yet used under ``name``."""
     return allocate_backup_id(resolve_storage(storage), name)

@@ -12,13 +12,25 @@ import importlib
 from pathlib import Path
 
 from db_backup.errors import ConfigError
-from db_backup.storage.base import ObjectInfo, Storage, join_key
+from db_backup.storage.base import ObjectInfo, Storage, UploadReceipt, join_key
 from db_backup.storage.local import LocalStorage
 
-__all__ = ["ObjectInfo", "Storage", "LocalStorage", "join_key", "open_storage", "SCHEMES"]
+__all__ = [
+    "ObjectInfo",
+    "Storage",
+    "LocalStorage",
+    "UploadReceipt",
+    "join_key",
+    "open_storage",
+    "SCHEMES",
+]
 
 # scheme -> "module:function(url) -> Storage"
-SCHEMES: dict[str, str] = {}
+SCHEMES: dict[str, str] = {
+    "s3": "db_backup.storage.s3:open_s3_url",
+    "gs": "db_backup.storage.gcs:open_gcs_url",
+    "az": "db_backup.storage.azure:open_azure_url",
+}
 
 
 def open_storage(location: str | Path) -> Storage:

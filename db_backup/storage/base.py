@@ -4,7 +4,9 @@ Keys are ``/``-separated strings relative to the store's root (a directory,
 a bucket prefix). Adapters promise:
 
 * ``put_file`` / ``put_bytes`` make an object appear whole or not at all;
-* ``list`` never shows an object that is still being written;
+* ``list`` never shows an object that is still being written (a multipart
+  upload, a ``*.partial-*`` file), and gives each object's size and, where
+  the store keeps one, its modification time (prune uses it for orphans);
 * errors are :class:`~db_backup.errors.StorageError` subclasses naming the key,
   with ``transient`` set only when a retry may help.
 """
@@ -28,6 +30,20 @@ class ObjectInfo:
     modified: datetime | None = None
 
 
+@dataclass(frozen=True)
+class UploadReceipt:
+    """What an adapter confirmed about an upload.
+
+    ``size`` and ``sha256`` cover the bytes read from the file and sent (the
+    caller compares them with the staged digest); ``verified`` says what the
+    store itself confirmed, e.g. ``s3:sha256`` or ``gcs:md5+crc32c``.
+    """
+
+    size: int
+    sha256: str
+    verified: str
+
+
 @runtime_checkable
 class Storage(Protocol):
     """put / get / list / exists / delete over one backend."""
@@ -36,8 +52,12 @@ class Storage(Protocol):
         """A URL-like location for messages, e.g. ``s3://bucket/prefix`` (no secrets)."""
         ...
 
-    def put_file(self, key: str, path: Path) -> None:
-        """Store the file at ``path`` under ``key``, streaming, atomically."""
+    def put_file(self, key: str, path: Path) -> UploadReceipt | None:
+        """Store the file at ``path`` under ``key``, streaming, atomically.
+
+        Cloud adapters return an :class:`UploadReceipt` of the bytes sent and of
+        what the store checked; a local directory returns None.
+        """
         ...
 
     def put_bytes(self, key: str, data: bytes) -> None:
