@@ -7,7 +7,19 @@ reference (``sqlite-database/shop``) or a URL/path; a store is a block reference
 (``local-file-system/backups``, ``s3-bucket/prod``) or a path/URL.
 """
 
-from db_backup.blocks.databases import MongoDatabase, SqliteDatabase
+from db_backup.blocks.databases import (
+    MongoDatabase,
+    MySQLDatabase,
+    PostgresDatabase,
+    SqliteDatabase,
+)
 from db_backup.blocks.resolve import resolve_database, resolve_storage
 
-__all__ = ["MongoDatabase", "SqliteDatabase", "resolve_database", "resolve_storage"]
+__all__ = [
+    "MongoDatabase",
+    "MySQLDatabase",
+    "PostgresDatabase",
+    "SqliteDatabase",
+    "resolve_database",
+    "resolve_storage",
+]
