@@ -12,9 +12,11 @@ from db_backup.tasks.backup import (
     upload_file,
     write_manifest,
 )
+from db_backup.tasks.incremental import dump_chunked, finish_incremental
 from prefect import flow, get_run_logger
 
 from db_backup import operations as ops
+from db_backup.incremental import check_mode
 from db_backup.manifest import check_name
 from db_backup.pipeline import DEFAULT_LEVEL
 
@@ -36,21 +38,27 @@ def backup_database(
     compression_threads: int | None = None,
     allow_shrink: bool = False,
     min_size_ratio: float = 0.5,
+    mode: str = "full",
 ) -> str:
     """Back up ``database`` to ``storage`` and return the new backup id.
 
     ``database`` is a block reference (``sqlite-database/shop``), a URL or a
-    SQLite path; ``storage`` a block reference, URL or directory. The manifest
+    SQLite path; ``storage`` a block reference, URL or directory. ``mode``
+    "incremental" stores the dump as deduplicated chunks (docs/incremental.md). The manifest
     is written only after every object is stored and checked: a failed run
     leaves no manifest and never touches older backups.
     """
     logger = get_run_logger()
     name = check_name(name or default_name(database))
+    check_mode(mode)
     connector = resolve_database(database)
     previous = previous_backup(storage, name)
     backup_id = allocate_id(storage, name)
     with staging_dir("backup") as staging:
-        outcome = dump_database(database, str(staging), compression_level, compression_threads)
+        if mode == "incremental":
+            outcome = dump_chunked(database, storage, str(staging), compression_level)
+        else:
+            outcome = dump_database(database, str(staging), compression_level, compression_threads)
         ops.check_shrink(previous, outcome, min_size_ratio, allow_shrink)
         stored = []
         for obj in outcome.objects:
@@ -67,6 +75,8 @@ def backup_database(
             compression={"algorithm": "zstd", "level": compression_level},
             flow_run_id=current_flow_run_id(),
         )
+        if mode == "incremental":
+            manifest = finish_incremental(storage, manifest, outcome.objects)
         write_manifest(storage, manifest)
     logger.info("Backup %s/%s complete", name, backup_id)
     return backup_id

@@ -15,6 +15,7 @@ from db_backup.cli.app import app, main
 
 FEATURE_MODULES: tuple[str, ...] = (
     # one line per feature module, e.g. "db_backup.cli.prune",
+    "db_backup.cli.export",
 )
 
 for _module in FEATURE_MODULES:
