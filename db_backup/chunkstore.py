@@ -45,6 +45,7 @@ import zstandard
 from db_backup.chunking import Chunker, ChunkParams
 from db_backup.errors import (
     ChecksumMismatch,
+    ConfigError,
     IntegrityError,
     ManifestError,
     ObjectNotFound,
@@ -372,7 +373,10 @@ class ChunkingSink(DumpSink):
         if self.storage is None:
             raise ValueError("ChunkingSink needs a storage")
         if self.layers:
-            raise IntegrityError("incremental backups cannot be combined with encryption yet")
+            raise ConfigError(
+                "incremental backups cannot be combined with encryption yet "
+                "(use --mode full for encrypted backups)"
+            )
         uploader = ChunkUploader(self.storage, self.level, self.workers, self.policy)
         index = ChunkIndex(part, fmt, self.params.as_dict())
         try:

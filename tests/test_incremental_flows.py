@@ -106,3 +106,19 @@ def test_incremental_from_the_command_line(cli: CliRunner, tmp_path: Path) -> No
     assert bad.returncode == 2 and "mode" in bad.stderr
     short = cli("gc", "--storage", store, "--grace", "1h")
     assert short.returncode == 2 and "grace" in short.stderr
+
+
+def test_gc_flow_reports_and_refuses_short_grace(prefect_api: str, tmp_path: Path) -> None:
+    from db_backup.flows.backup import backup_database
+    from db_backup.flows.gc import gc_chunks
+
+    from db_backup.errors import ConfigError
+
+    db = make_shop(tmp_path / "shop.db", rows=2000)
+    storage = str(tmp_path / "store")
+    backup_database(database=str(db), storage=storage, mode="incremental")
+    report = gc_chunks(storage=storage)
+    assert report["backups"] == 1 and report["deleted_chunks"] == 0
+    assert report["live_chunks"] == report["chunks"] > 0
+    with pytest.raises(ConfigError, match="grace"):
+        gc_chunks(storage=storage, grace_hours=1)
