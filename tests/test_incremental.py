@@ -366,3 +366,55 @@ def test_index_with_unknown_version_is_refused() -> None:
         cs.ChunkIndex.from_bytes(zstandard.ZstdCompressor().compress(json.dumps(doc).encode()), "k")
     with pytest.raises(ManifestError):
         cs.ChunkIndex.from_bytes(b"not zstd", "k")
+
+
+def test_export_and_gc_commands_in_process(shop: Path, store: LocalStorage, tmp_path: Path) -> None:
+    """The commands themselves (no flow involved), run in this process."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from db_backup.cli import app
+
+    m = plain_backup(store, shop, tmp_path / "s1", params=SMALL)
+    runner = CliRunner()
+    out = tmp_path / "dump.sqlite3"
+    st = str(tmp_path / "store")
+    res = runner.invoke(
+        app, ["export", "latest", "--name", "shop", "--to", str(out), "--storage", st]
+    )
+    assert res.exit_code == 0, res.output
+    assert hashlib.sha256(out.read_bytes()).hexdigest() == m.objects[0].raw_sha256
+    res = runner.invoke(
+        app, ["export", "latest", "--name", "shop", "--to", str(out), "--storage", st]
+    )
+    assert res.exit_code == 4 and "exists" in res.output
+    res = runner.invoke(
+        app, ["export", "latest", "--name", "nope", "--to", str(out), "--storage", st]
+    )
+    assert res.exit_code == 6
+    prune(store, m)
+    age_chunks(tmp_path / "store", 30)
+    res = runner.invoke(app, ["gc", "--storage", st, "--dry-run"])
+    assert res.exit_code == 0 and "would delete" in res.output
+    res = runner.invoke(app, ["gc", "--storage", st, "--grace", "10d", "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["deleted_chunks"] > 0
+    assert not chunk_files(tmp_path / "store")
+    res = runner.invoke(app, ["gc", "--storage", st, "--grace", "soon"])
+    assert res.exit_code == 2 and "duration" in res.output
+
+
+def test_multi_part_export_writes_one_file_per_part(
+    shop: Path, store: LocalStorage, tmp_path: Path
+) -> None:
+    m = plain_backup(store, shop, tmp_path / "s1", params=SMALL)
+    first = m.objects[0]
+    second_key = first.key.replace(".chunks", "-2.chunks")
+    store.put_bytes(second_key, store.get_bytes(first.key))  # a second part, same content
+    second = first.model_copy(update={"part": "copy", "key": second_key})
+    two = m.model_copy(update={"objects": [first, second]})
+    files = export_backup(store, two, tmp_path / "outdir")
+    assert [f.name for f in files] == ["shop.sqlite3", "shop.sqlite3-2"]
+    assert files[0].read_bytes() == files[1].read_bytes()
+    assert dump_rows(files[0]) == dump_rows(shop)
