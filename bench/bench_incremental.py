@@ -18,7 +18,8 @@ uploaded bytes / incremental #1's and its wall time / full backup #2's.
 
 ``--pg-raw`` needs no connector: it creates a database, streams ``pg_dump -Fp``
 through the chunk store (:class:`ChunkingSink`) directly, for both update
-patterns, and prints the same ratios against ``pg_dump | zstd -3`` in the same run.
+patterns, and prints the same ratios against a full backup's pipeline on the same
+stream (DumpSink -> re-check -> upload) and ``pg_dump | zstd -3``, in the same run.
 Peak RSS of this process and the size of the in-memory chunk index are printed too.
 """
 
@@ -285,6 +286,32 @@ def chunk_pg_dump(url: str, dbname: str, storage_dir: Path, staging: Path):  # t
     return obj, secs
 
 
+def full_pg_dump(url: str, dbname: str, storage_dir: Path, staging: Path) -> float:
+    """What a full backup does with the same stream: DumpSink, re-check, upload. Seconds."""
+    from db_backup import operations as ops
+    from db_backup.pipeline import DumpSink
+    from db_backup.storage.local import LocalStorage
+
+    staging.mkdir(parents=True, exist_ok=True)
+    sink = DumpSink(staging)
+    p = urlsplit(url)
+    cmd = ["pg_dump", "-Fp", "--restrict-key=bench", "-h", p.hostname or "127.0.0.1",
+           "-p", str(p.port or 5432), "-U", p.username or "root", dbname]  # fmt: skip
+    t = time.perf_counter()
+    with (
+        subprocess.Popen(cmd, stdout=subprocess.PIPE) as proc,
+        sink.open("database", "db.sql", "sql") as out,
+    ):
+        assert proc.stdout is not None
+        while block := proc.stdout.read(1 << 20):
+            out.write(block)
+    obj = ops.verify_staged(sink.objects[-1])
+    ops.upload_staged(LocalStorage(storage_dir), obj, f"full/{time.time_ns()}/db.sql.zst")
+    secs = time.perf_counter() - t
+    obj.path.unlink()
+    return secs
+
+
 def pg_raw_scenario(args: argparse.Namespace, work: Path) -> None:
     url = args.pg_raw
     base = "inc8_bench_raw"
@@ -303,6 +330,8 @@ def pg_raw_scenario(args: argparse.Namespace, work: Path) -> None:
         sql("postgres", url, PG_CHANGE.format(**change_params(args.rows, variant)), db)
         t_plain2 = shell_pipeline(f"pg_dump -Fp {d} | zstd -q -3 > {work}/plain2.zst")
         second, t2 = chunk_pg_dump(url, db, store, work / "stage2")
+        t_full2 = full_pg_dump(url, db, work / "store-full", work / "stage-full")
+        shutil.rmtree(work / "store-full", ignore_errors=True)
         s1, s2 = first.chunk_stats, second.chunk_stats
         up1 = s1.new_bytes + s1.refreshed_bytes + first.size
         up2 = s2.new_bytes + s2.refreshed_bytes + second.size
@@ -315,6 +344,7 @@ def pg_raw_scenario(args: argparse.Namespace, work: Path) -> None:
         )
         print(
             f"RESULT pg-raw updates={variant}: uploaded #2 / #1 = {up2 / up1:.3f}; "
+            f"chunked #2 wall / full-backup pipeline #2 ({t_full2:.1f} s) = {t2 / t_full2:.2f}; "
             f"chunked #2 wall / plain pipeline #2 = {t2 / t_plain2:.2f}; "
             f"chunked #1 / plain #1 = {t1 / t_plain1:.2f}"
         )
