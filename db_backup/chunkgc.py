@@ -28,7 +28,7 @@ from datetime import UTC, datetime, timedelta
 from db_backup import chunkstore as cs
 from db_backup.catalog import RESERVED_PREFIXES, list_backups
 from db_backup.errors import BackupError, ConfigError, IntegrityError, ManifestError
-from db_backup.manifest import MANIFEST_NAME, is_backup_id
+from db_backup.manifest import is_backup_id
 from db_backup.storage.base import ObjectInfo, Storage
 
 HEARTBEAT = timedelta(seconds=30)
@@ -281,6 +281,3 @@ def _require_chunks(storage: Storage, digests: list[str]) -> None:
             f"relies on (first: {cs.chunk_key(missing[0])}); no manifest written, "
             "run the backup again"
         )
-
-
-_ = MANIFEST_NAME  # the manifest name is what marks an index as committed (see catalog)

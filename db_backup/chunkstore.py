@@ -262,7 +262,7 @@ class ChunkUploader:
         with self._lock:
             known = self._done.get(digest)
         if known is not None:
-            self._count_reuse(len(data), known, again=True)
+            self._count_reuse(len(data))
             return digest, len(data), known
         stored = self._ensure(digest, data)
         with self._lock:
@@ -279,7 +279,7 @@ class ChunkUploader:
                 self.first_decision = now
         info = lookup(self.storage, key)
         if info is not None and info.modified and info.modified >= now - self.policy.refresh_age:
-            self._count_reuse(len(data), info.size, again=False)
+            self._count_reuse(len(data))
             return info.size
         blob = self._compressor().compress(data)
         self.storage.put_bytes(key, blob)
@@ -292,7 +292,7 @@ class ChunkUploader:
                 self.stats.refreshed_bytes += len(blob)
         return len(blob)
 
-    def _count_reuse(self, raw: int, stored: int, again: bool) -> None:
+    def _count_reuse(self, raw: int) -> None:
         with self._lock:
             self.stats.reused_chunks += 1
             self.stats.reused_raw_bytes += raw
@@ -311,14 +311,18 @@ class _ChunkWriter:
     """What a connector writes into: hashes the raw dump, cuts it, stores chunks."""
 
     def __init__(
-        self, uploader: ChunkUploader, index: ChunkIndex, params: ChunkParams, progress: Any
+        self,
+        uploader: ChunkUploader,
+        index: ChunkIndex,
+        params: ChunkParams,
+        progress: ProgressFn | None,
     ) -> None:
         self._uploader = uploader
         self._index = index
         self._chunker = Chunker(params)
         self._digest = hashlib.sha256()
         self._pending: deque[Future[tuple[str, int, int]]] = deque()
-        self._progress: ProgressFn | None = progress
+        self._progress = progress
         self.size = 0
 
     def writable(self) -> bool:

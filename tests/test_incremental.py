@@ -20,6 +20,7 @@ from db_backup.chunking import ChunkParams
 from db_backup.connectors.base import RestoreRequest, RestoreSource
 from db_backup.connectors.sqlite import SqliteConnector
 from db_backup.errors import (
+    ChecksumMismatch,
     ConfigError,
     IntegrityError,
     ManifestError,
@@ -157,32 +158,33 @@ def test_corrupted_chunk_is_caught_before_the_target_is_touched(
     m = plain_backup(store, shop, tmp_path / "s1", params=SMALL)
     index = cs.read_index(store, m.objects[0])
     digest, raw, stored = index.chunks[len(index.chunks) // 2]
-    # Same size, different content, still a valid zstd frame: only the hash can tell.
-    other = bytes(raw)
+    # Bit rot in the middle of a stored chunk.
     path = tmp_path / "store" / cs.chunk_key(digest)
-    blob = __import__("zstandard").ZstdCompressor(level=3).compress(other)
-    path.write_bytes(blob)
+    blob = bytearray(path.read_bytes())
+    blob[len(blob) // 2] ^= 0xFF
+    path.write_bytes(bytes(blob))
     target = make_shop(tmp_path / "target.db", rows=50)
     before = hashlib.sha256(target.read_bytes()).hexdigest()
     with pytest.raises(IntegrityError, match=digest[:12]):
         restore_to(store, m, target, tmp_path / "r", force=True)
     assert hashlib.sha256(target.read_bytes()).hexdigest() == before
-    assert stored > 0
+    assert stored == len(blob)
     with pytest.raises(IntegrityError):
         ops.verify_stored(store, m.objects[0])
 
 
-def test_altered_chunk_with_wrong_hash_is_a_checksum_mismatch(
+def test_chunk_whose_content_differs_from_its_name_is_a_checksum_mismatch(
     shop: Path, store: LocalStorage, tmp_path: Path
 ) -> None:
+    import zstandard
+
     m = plain_backup(store, shop, tmp_path / "s1", params=SMALL)
     digest, raw, _ = cs.read_index(store, m.objects[0]).chunks[0]
-    frame = __import__("zstandard").ZstdCompressor().compress(b"x" * raw)
-    (tmp_path / "store" / cs.chunk_key(digest)).write_bytes(frame)
-    index = cs.read_index(store, m.objects[0])
-    stored = index.chunks[0][2]
-    assert len(frame) != stored or True
-    with pytest.raises(IntegrityError):
+    forged = zstandard.ZstdCompressor().compress(b"x" * raw)  # a valid frame, wrong bytes
+    store.put_bytes(cs.chunk_key(digest), forged)
+    with pytest.raises(ChecksumMismatch, match="altered or corrupted"):
+        cs._fetch(store, digest, raw, len(forged), m.objects[0].key)
+    with pytest.raises(IntegrityError, match="index says"):  # the stored size differs too
         ops.download_verified(store, m.objects[0], tmp_path)
 
 
