@@ -316,8 +316,8 @@ def pg_raw_scenario(args: argparse.Namespace, work: Path) -> None:
     url = args.pg_raw
     base = "inc8_bench_raw"
     print(f"creating PostgreSQL database {base} with {args.rows} rows ...", flush=True)
-    sql("postgres", url, f"DROP DATABASE IF EXISTS {base}", "postgres")
-    sql("postgres", url, f"DROP DATABASE IF EXISTS {base}_uni", "postgres")
+    sql("postgres", url, f"DROP DATABASE IF EXISTS {base} WITH (FORCE)", "postgres")
+    sql("postgres", url, f"DROP DATABASE IF EXISTS {base}_uni WITH (FORCE)", "postgres")
     sql("postgres", url, f"CREATE DATABASE {base}", "postgres")
     sql("postgres", url, PG_CREATE.format(rows=args.rows), base)
     sql("postgres", url, f"CREATE DATABASE {base}_uni TEMPLATE {base}", "postgres")
@@ -352,8 +352,8 @@ def pg_raw_scenario(args: argparse.Namespace, work: Path) -> None:
         shutil.rmtree(store, ignore_errors=True)
     if last is not None:
         report_memory(last.raw_size, last.chunk_stats.chunks)
-    sql("postgres", url, f"DROP DATABASE IF EXISTS {base}", "postgres")
-    sql("postgres", url, f"DROP DATABASE IF EXISTS {base}_uni", "postgres")
+    sql("postgres", url, f"DROP DATABASE IF EXISTS {base} WITH (FORCE)", "postgres")
+    sql("postgres", url, f"DROP DATABASE IF EXISTS {base}_uni WITH (FORCE)", "postgres")
 
 
 def main() -> None:
