@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import threading
 import time
@@ -307,8 +308,11 @@ class ChunkedStagedObject(StagedObject):
     digests: list[str] = field(default_factory=list)
 
 
-class _ChunkWriter:
-    """What a connector writes into: hashes the raw dump, cuts it, stores chunks."""
+class _ChunkWriter(io.RawIOBase):
+    """What a connector writes into: hashes the raw dump, cuts it, stores chunks.
+
+    A raw binary stream like DumpSink's, so connectors may wrap it (buffered or text).
+    """
 
     def __init__(
         self,
@@ -317,6 +321,7 @@ class _ChunkWriter:
         params: ChunkParams,
         progress: ProgressFn | None,
     ) -> None:
+        super().__init__()
         self._uploader = uploader
         self._index = index
         self._chunker = Chunker(params)
@@ -328,7 +333,7 @@ class _ChunkWriter:
     def writable(self) -> bool:
         return True
 
-    def write(self, data: bytes | bytearray | memoryview) -> int:
+    def write(self, data: bytes | bytearray | memoryview) -> int:  # type: ignore[override]
         view = memoryview(data)
         self._digest.update(view)
         self.size += len(view)
@@ -337,9 +342,6 @@ class _ChunkWriter:
         if self._progress:
             self._progress(len(view))
         return len(view)
-
-    def flush(self) -> None:
-        return None
 
     def _queue(self, chunk: memoryview) -> None:
         self._pending.append(self._uploader.submit(chunk))

@@ -420,3 +420,23 @@ def test_multi_part_export_writes_one_file_per_part(
     assert [f.name for f in files] == ["shop.sqlite3", "shop.sqlite3-2"]
     assert files[0].read_bytes() == files[1].read_bytes()
     assert dump_rows(files[0]) == dump_rows(shop)
+
+
+def test_sink_stream_works_wrapped_like_any_raw_stream(store: LocalStorage, tmp_path: Path) -> None:
+    """Connectors may wrap the stream (buffered, text); the stored dump is byte-exact."""
+    import io
+
+    sink = inc.chunking_sink(store, tmp_path, params=SMALL)
+    lines = [f"INSERT INTO t VALUES ({i}, 'zoë {i}');\n" for i in range(40_000)]
+    with sink.open("database", "dump.sql", "sql") as raw:
+        text = io.TextIOWrapper(io.BufferedWriter(raw), encoding="utf-8")  # type: ignore[arg-type]
+        text.writelines(lines)
+        text.flush()
+        text.detach()
+    obj = sink.objects[0]
+    stored = ops.upload_staged(store, obj, "x/20260101T000000Z/dump.sql.chunks")
+    staged = ops.download_verified(store, stored, tmp_path)
+    from db_backup.pipeline import open_decoded
+
+    with open_decoded(staged, "x", stored.raw_size, stored.raw_sha256) as src:
+        assert src.read() == "".join(lines).encode()
