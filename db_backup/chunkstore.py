@@ -267,8 +267,9 @@ class ChunkUploader:
             return digest, len(data), known
         stored = self._ensure(digest, data)
         with self._lock:
+            if digest not in self._done:
+                self.stats.distinct_stored_bytes += stored
             self._done[digest] = stored
-            self.stats.distinct_stored_bytes += stored
         return digest, len(data), stored
 
     def _ensure(self, digest: str, data: memoryview) -> int:
@@ -276,7 +277,7 @@ class ChunkUploader:
         key = chunk_key(digest)
         now = self.clock.now()
         with self._lock:
-            if self.first_decision is None:
+            if self.first_decision is None or now < self.first_decision:
                 self.first_decision = now
         info = lookup(self.storage, key)
         if info is not None and info.modified and info.modified >= now - self.policy.refresh_age:
@@ -421,7 +422,7 @@ class ChunkingSink(DumpSink):
 
 
 def _fetch(storage: Storage, digest: str, raw_size: int, stored_size: int, where: str) -> bytes:
-    """One chunk, checked: stored size, then sha256 and size of its decompressed bytes."""
+    """One chunk, checked: the sha256 and size of its decompressed bytes."""
     key = chunk_key(digest)
     try:
         blob = storage.get_bytes(key)
@@ -429,10 +430,8 @@ def _fetch(storage: Storage, digest: str, raw_size: int, stored_size: int, where
         raise IntegrityError(
             f"chunk {key} of {where} is missing from {storage.describe()}"
         ) from exc
-    if len(blob) != stored_size:
-        raise IntegrityError(
-            f"chunk {key} of {where} is {len(blob)} bytes but the index says {stored_size}"
-        )
+    # The stored size is not checked: a chunk renewed by a later backup (another
+    # zstd level or version) may be encoded differently; the raw sha256 decides.
     try:
         raw = zstandard.ZstdDecompressor().decompress(blob, max_output_size=raw_size)
     except zstandard.ZstdError as exc:
