@@ -106,7 +106,7 @@ def backup_key_id(manifest: Manifest) -> str | None:
     Refuses a manifest whose objects and ``encryption`` field disagree, or that
     uses an encoding or format version this db-backup does not know.
     """
-    known = {"zstd", ALGORITHM}
+    known = {"zstd", ALGORITHM, "chunked"}  # "chunked": incremental backups (chunkstore)
     for obj in manifest.objects:
         unknown = [e for e in obj.encoding if e not in known]
         if unknown:

@@ -5,7 +5,10 @@ then ``manifest.json``, written last. Listing reads manifests only, so data
 without a manifest (an interrupted backup) is never shown as a backup.
 
 The manifest carries ``format_version``; :func:`parse_manifest` refuses any
-version it does not know instead of guessing.
+version it does not know instead of guessing. Full backups write version 1;
+incremental backups (whose objects are chunk indexes, encoding ``chunked``)
+write version 2, so a db-backup that predates the chunk store refuses them
+with "upgrade" instead of restoring an index as if it were a dump.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from db_backup.errors import ManifestError
 
 FORMAT_VERSION = 1
+INCREMENTAL_FORMAT_VERSION = 2
+SUPPORTED_VERSIONS = (FORMAT_VERSION, INCREMENTAL_FORMAT_VERSION)
 MANIFEST_NAME = "manifest.json"
 ID_FORMAT = "%Y%m%dT%H%M%SZ"
 _ID_RE = re.compile(r"^\d{8}T\d{6}Z$")
@@ -76,6 +81,9 @@ class Manifest(BaseModel):
     logical_bytes: int = 0
     stored_bytes: int = 0
     uploaded_bytes: int = 0
+    deduplicated_bytes: int = Field(
+        default=0, description="Raw dump bytes found already stored (incremental backups)."
+    )
     extra: dict[str, Any] = Field(default_factory=dict)
 
     @property
@@ -100,6 +108,7 @@ class Manifest(BaseModel):
             "size_bytes": self.stored_bytes,
             "logical_bytes": self.logical_bytes,
             "uploaded_bytes": self.uploaded_bytes,
+            "deduplicated_bytes": self.deduplicated_bytes,
             "sha256": digest,
             "objects": len(self.objects),
             "tables": len(self.tables),
@@ -131,10 +140,11 @@ def parse_manifest(data: bytes, where: str) -> Manifest:
     if not isinstance(raw, dict):
         raise ManifestError(f"manifest {where} is not a JSON object")
     version = raw.get("format_version")
-    if version != FORMAT_VERSION:
+    if version not in SUPPORTED_VERSIONS:
         raise ManifestError(
             f"manifest {where} has format_version {version!r}; this db-backup reads "
-            f"version {FORMAT_VERSION} only (upgrade db-backup to read it)"
+            f"versions {', '.join(map(str, SUPPORTED_VERSIONS))} only "
+            "(upgrade db-backup to read it)"
         )
     try:
         return Manifest.model_validate(raw)

@@ -143,8 +143,16 @@ def commit_manifest(storage: Storage, manifest: Manifest) -> str:
 
 
 def download_verified(storage: Storage, obj: StoredObject, staging: Path) -> Path:
-    """Download one object and check size and sha256 before anyone reads it."""
+    """Download one object and check size and sha256 before anyone reads it.
+
+    A chunked object (incremental backup) is rebuilt from its chunks, each one
+    checked, into the same staged form as a full backup's object.
+    """
     dest = staging / obj.key.replace("/", "__")
+    if "chunked" in obj.encoding:
+        from db_backup.chunkstore import materialize
+
+        return materialize(storage, obj, dest)
     try:
         storage.get_file(obj.key, dest)
         size, digest = sha256_file(dest)
@@ -161,7 +169,15 @@ def download_verified(storage: Storage, obj: StoredObject, staging: Path) -> Pat
 
 
 def verify_stored(storage: Storage, obj: StoredObject) -> None:
-    """Re-read a stored object in the store and check size and sha256."""
+    """Re-read a stored object in the store and check size and sha256.
+
+    For a chunked object: the index, then every chunk's sha256, then the whole dump's.
+    """
+    if "chunked" in obj.encoding:
+        from db_backup.chunkstore import verify_chunked
+
+        verify_chunked(storage, obj)
+        return
     try:
         with storage.open_read(obj.key) as stream:
             size, digest = sha256_stream(stream)

@@ -15,9 +15,12 @@ from db_backup.tasks.backup import (
     write_manifest,
 )
 from db_backup.tasks.encryption import prepare_encryption
+from db_backup.tasks.incremental import dump_chunked, finish_incremental
 from prefect import flow, get_run_logger
 
 from db_backup import operations as ops
+from db_backup.errors import ConfigError
+from db_backup.incremental import check_mode
 from db_backup.keys import manifest_record
 from db_backup.manifest import check_name
 from db_backup.pipeline import DEFAULT_LEVEL
@@ -49,11 +52,13 @@ def backup_database(
     min_size_ratio: float = 0.5,
     encrypt: bool = False,
     passphrase_secret: str | None = None,
+    mode: str = "full",
 ) -> str:
     """Back up ``database`` to ``storage`` and return the new backup id.
 
     ``database`` is a block reference (``sqlite-database/shop``), a URL or a
-    SQLite path; ``storage`` a block reference, URL or directory. The manifest
+    SQLite path; ``storage`` a block reference, URL or directory. ``mode``
+    "incremental" stores the dump as deduplicated chunks (docs/incremental.md). The manifest
     is written only after every object is stored and checked: a failed run
     leaves no manifest and never touches older backups.
 
@@ -63,14 +68,23 @@ def backup_database(
     """
     logger = get_run_logger()
     name = check_name(name or default_name(database))
+    check_mode(mode)
+    if encrypt and mode == "incremental":
+        raise ConfigError(
+            "encryption (--encrypt) cannot be combined with --mode incremental in this version; "
+            "use a full backup for encrypted copies"
+        )
     connector = resolve_database(database)
     previous = previous_backup(storage, name)
     key = prepare_encryption(storage, passphrase_secret) if encrypt else None
     backup_id = allocate_id(storage, name)
     with staging_dir("backup") as staging:
-        outcome = dump_database(
-            database, str(staging), compression_level, compression_threads, key=key
-        )
+        if mode == "incremental":
+            outcome = dump_chunked(database, storage, str(staging), compression_level)
+        else:
+            outcome = dump_database(
+                database, str(staging), compression_level, compression_threads, key=key
+            )
         ops.check_shrink(previous, outcome, min_size_ratio, allow_shrink)
         stored = []
         for obj in outcome.objects:
@@ -88,6 +102,8 @@ def backup_database(
             flow_run_id=current_flow_run_id(),
             encryption=manifest_record(key.key_id) if key else None,
         )
+        if mode == "incremental":
+            manifest = finish_incremental(storage, manifest, outcome.objects)
         write_manifest(storage, manifest)
     publish_backup_report(storage, manifest)
     logger.info("Backup %s/%s complete", name, backup_id)

@@ -19,6 +19,7 @@ FEATURE_MODULES: tuple[str, ...] = (
     "db_backup.cli.drill",
     "db_backup.cli.keys",
     "db_backup.cli.apply",
+    "db_backup.cli.export",
 )
 
 for _module in FEATURE_MODULES:

@@ -159,6 +159,12 @@ def backup(
         ),
     ] = False,
     passphrase_secret: PassphraseSecretOpt = None,
+    mode: Annotated[
+        str,
+        typer.Option(
+            "--mode", help="full (one object) or incremental (deduplicated chunks, see docs)."
+        ),
+    ] = "full",
 ) -> None:
     """Back up a database; the last line of stdout is the backup id."""
     from db_backup.catalog import load_manifest
@@ -167,6 +173,9 @@ def backup(
 
     try:
         ref = database_reference(kind, database, url)
+        from db_backup.incremental import check_mode
+
+        check_mode(mode)
     except BackupError as exc:
         fail(str(exc), exc.exit_code)
     store = storage_location(storage)
@@ -179,6 +188,7 @@ def backup(
         allow_shrink=allow_shrink,
         encrypt=encrypt,
         passphrase_secret=passphrase_secret,
+        mode=mode,
     )
     _print_backup_summary(store, backup_id, name, ref, load_manifest, human_bytes)
     typer.echo(backup_id)
@@ -197,6 +207,12 @@ def _print_backup_summary(
         f"Backed up {manifest.source} as {manifest.name}/{backup_id}: "
         f"{len(manifest.tables)} table(s), {hb(manifest.logical_bytes)} -> "
         f"{hb(manifest.stored_bytes)} ({ratio:.1f}x) in {secs:.1f} s, stored in {store}"
+        + (
+            f"; incremental: {hb(manifest.uploaded_bytes)} uploaded, "
+            f"{hb(manifest.deduplicated_bytes)} deduplicated"
+            if manifest.mode == "incremental"
+            else ""
+        )
     )
 
 

@@ -1,0 +1,93 @@
+"""``db-backup export`` and ``db-backup gc``: the chunk store's commands."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from db_backup.cli.app import StorageOpt, app, fail, storage_location
+from db_backup.errors import BackupError, ConfigError
+
+
+@app.command()
+def export(
+    backup: Annotated[str, typer.Argument(help="Backup id or 'latest'.")],
+    name: Annotated[str, typer.Option("--name", help="Backup name.")],
+    to: Annotated[
+        Path, typer.Option("--to", help="File to write (a directory for multi-part backups).")
+    ],
+    storage: StorageOpt = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing file.")] = False,
+) -> None:
+    """Write a backup (full or incremental) as the plain dump file the database tool made."""
+    from db_backup.blocks.resolve import resolve_storage
+    from db_backup.catalog import find_backup
+    from db_backup.export import export_backup
+    from db_backup.units import human_bytes
+
+    try:
+        store = resolve_storage(storage_location(storage))
+        manifest = find_backup(store, name, backup)
+        files = export_backup(store, manifest, to, force)
+    except BackupError as exc:
+        fail(str(exc), exc.exit_code)
+    typer.echo(
+        f"Exported {name}/{manifest.backup_id} ({manifest.mode}, "
+        f"{human_bytes(manifest.logical_bytes)}, sha256 checked) to "
+        + ", ".join(str(f) for f in files)
+    )
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in '90s', '30m', '12h', '9d' or a plain number of seconds."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    value = text.strip().lower()
+    try:
+        if value and value[-1] in units:
+            return float(value[:-1]) * units[value[-1]]
+        return float(value)
+    except ValueError as exc:
+        raise ConfigError(f"duration {text!r} is invalid (use e.g. 90s, 30m, 12h, 9d)") from exc
+
+
+@app.command()
+def gc(
+    storage: StorageOpt = None,
+    grace: Annotated[
+        str,
+        typer.Option("--grace", help="Keep unreferenced chunks younger than this (>= 9d)."),
+    ] = "9d",
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Report only; delete nothing.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Delete chunks of incremental backups that no backup references any more."""
+    from datetime import timedelta
+
+    from db_backup.blocks.resolve import resolve_storage
+    from db_backup.chunkgc import collect_garbage
+    from db_backup.units import human_bytes
+
+    try:
+        seconds = parse_duration(grace)
+        report = collect_garbage(
+            resolve_storage(storage_location(storage)), timedelta(seconds=seconds), dry_run=dry_run
+        )
+    except BackupError as exc:
+        fail(str(exc), exc.exit_code)
+    for problem in report.problems:
+        typer.echo(f"warning: {problem}", err=True)
+    if as_json:
+        typer.echo(json.dumps(report.as_dict(), indent=2))
+        return
+    verb = "would delete" if dry_run else "deleted"
+    typer.echo(
+        f"{report.chunks} chunk(s) ({human_bytes(report.chunk_bytes)}) in {report.backups} "
+        f"backup(s): {report.live_chunks} in use, {verb} {report.deleted_chunks} "
+        f"({human_bytes(report.deleted_bytes)}), kept {report.kept_young_chunks} younger "
+        "than the grace period"
+    )

@@ -1,0 +1,44 @@
+"""Task wrapping chunk garbage collection (the prune flow calls it after deleting manifests)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from db_backup.blocks.resolve import resolve_storage
+from db_backup.tasks.retry import IO_JITTER, IO_RETRIES, IO_RETRY_DELAYS, retry_transient
+from prefect import get_run_logger, task
+from prefect.cache_policies import NONE
+
+from db_backup.chunkgc import collect_garbage
+from db_backup.chunkstore import MAX_BACKUP_TIME, REFRESH_AGE
+from db_backup.units import human_bytes
+
+DEFAULT_GRACE_HOURS = (REFRESH_AGE + MAX_BACKUP_TIME).total_seconds() / 3600
+
+
+@task(
+    name="collect-chunk-garbage",
+    cache_policy=NONE,
+    retries=IO_RETRIES,
+    retry_delay_seconds=IO_RETRY_DELAYS,
+    retry_jitter_factor=IO_JITTER,
+    retry_condition_fn=retry_transient,
+)
+def collect_chunk_garbage(
+    storage: str, grace_hours: float = DEFAULT_GRACE_HOURS, dry_run: bool = False
+) -> dict[str, object]:
+    """Delete chunks no live backup references (safe with backups running; safe to rerun)."""
+    report = collect_garbage(
+        resolve_storage(storage), timedelta(hours=grace_hours), dry_run=dry_run
+    )
+    get_run_logger().info(
+        "Chunk GC of %s: %d chunk(s), %d in use, %s %d (%s), %d kept as younger than grace",
+        storage,
+        report.chunks,
+        report.live_chunks,
+        "would delete" if dry_run else "deleted",
+        report.deleted_chunks,
+        human_bytes(report.deleted_bytes),
+        report.kept_young_chunks,
+    )
+    return report.as_dict()

@@ -1,0 +1,58 @@
+"""Tasks of incremental backups: chunked dump (uploads in threads inside) and manifest checks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from db_backup.blocks.resolve import resolve_database, resolve_storage
+from db_backup.tasks.retry import IO_JITTER, IO_RETRIES, IO_RETRY_DELAYS, retry_transient
+from prefect import get_run_logger, task
+from prefect.cache_policies import NONE
+
+from db_backup import incremental as inc
+from db_backup import operations as ops
+from db_backup.manifest import Manifest
+from db_backup.pipeline import StagedObject
+from db_backup.progress import current_progress
+from db_backup.units import human_bytes
+
+
+@task(
+    name="dump-chunked",
+    cache_policy=NONE,
+    retries=IO_RETRIES,
+    retry_delay_seconds=IO_RETRY_DELAYS,
+    retry_jitter_factor=IO_JITTER,
+    retry_condition_fn=retry_transient,
+)
+def dump_chunked(database: str, storage: str, staging: str, level: int) -> ops.DumpOutcome:
+    """Dump ``database`` into the chunk store of ``storage``; stage one index per part.
+
+    Chunks already in the store are not uploaded again; new ones are uploaded
+    in parallel threads while the dump runs. Safe to retry: chunks are
+    content-addressed and nothing points at them until the manifest.
+    """
+    connector = resolve_database(database)
+    store = resolve_storage(storage)
+    sink = inc.chunking_sink(store, Path(staging), level, current_progress())
+    outcome = ops.stage_dump(connector, sink)
+    for obj in outcome.objects:
+        stats = getattr(obj, "chunk_stats", None)
+        if stats is not None:
+            get_run_logger().info(
+                "Chunked %s: %s raw in %d chunks; %d new (%s uploaded), %d renewed, %d reused",
+                obj.part,
+                human_bytes(obj.raw_size),
+                stats.chunks,
+                stats.new_chunks,
+                human_bytes(stats.new_bytes + stats.refreshed_bytes),
+                stats.refreshed_chunks,
+                stats.reused_chunks,
+            )
+    return outcome
+
+
+@task(name="finish-incremental", cache_policy=NONE)
+def finish_incremental(storage: str, manifest: Manifest, staged: list[StagedObject]) -> Manifest:
+    """Check the chunk-store safety rules and account sizes; the manifest to write."""
+    return inc.finish_manifest(resolve_storage(storage), manifest, staged)
