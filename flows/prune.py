@@ -7,6 +7,7 @@ from typing import Any
 
 from db_backup.flows.common import DEFAULT_STORAGE
 from db_backup.flows.hooks import name_failed_step, notify_failure
+from db_backup.tasks.gc import collect_chunk_garbage
 from db_backup.tasks.prune import apply_prune, plan_prune, publish_prune_report
 from prefect import flow, get_run_logger
 
@@ -62,6 +63,7 @@ def prune_backups(
     timezone: str = "UTC",
     apply: bool = False,
     orphan_grace_hours: float = DEFAULT_ORPHAN_GRACE.total_seconds() / 3600,
+    collect_chunks: bool = True,
 ) -> dict[str, Any]:
     """Apply a retention policy to the backups of ``name``.
 
@@ -70,7 +72,10 @@ def prune_backups(
     deployment passes it). The newest successful backup is never removed, a
     policy that keeps nothing is refused, and orphans of interrupted backups
     are removed only once older than ``orphan_grace_hours``. Fails the run when
-    any deletion failed.
+    any deletion failed. With ``apply`` and ``collect_chunks``, chunks of
+    incremental backups that no remaining backup references are then
+    garbage-collected (only those older than the GC grace period, so a backup
+    running right now keeps its chunks).
     """
     check_name(name)
     policy = build_policy(
@@ -85,6 +90,7 @@ def prune_backups(
     )
     plan = plan_prune(storage, name, policy, timedelta(hours=orphan_grace_hours))
     result = apply_prune(storage, plan) if apply else None
+    chunk_gc = collect_chunk_garbage(storage) if apply and collect_chunks else None
     publish_prune_report(plan, result)
     report = {
         "name": name,
@@ -95,6 +101,7 @@ def prune_backups(
         "removed": result.removed if result else [],
         "errors": result.errors if result else [],
         "freed_bytes": result.freed_bytes if result else 0,
+        "chunk_gc": chunk_gc,
     }
     if result and result.errors:
         raise StorageError(
