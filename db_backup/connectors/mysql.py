@@ -349,13 +349,13 @@ class _StartWatcher:
         self._locked = locked
         self._counter = counter
         self._seen = b""
-        self._started = False
+        self.started = False
         self.tail = b""
 
     def write(self, data: bytes) -> None:
         self._out.write(data)
-        self.tail = (self.tail + data)[-256:]
-        if not self._started:
+        self.tail = data[-256:] if len(data) >= 256 else (self.tail + data)[-256:]
+        if not self.started:
             self._seen = (self._seen + data)[-65536:]
             end = self._seen.find(HEADER_END)
             if end >= 0 and self._seen.find(SECTION, end) >= 0:
@@ -363,9 +363,9 @@ class _StartWatcher:
 
     def start(self) -> None:
         """Release the lock (if held) and start counting; idempotent."""
-        if self._started:
+        if self.started:
             return
-        self._started = True
+        self.started = True
         if self._locked is not None:
             _scalar(self._locked, "UNLOCK TABLES")
         self._counter.start()
@@ -385,7 +385,11 @@ def _stream_checked(
         _proc.widen_pipe(proc.stdout)
         try:
             assert proc.stdout is not None
-            while block := proc.stdout.read1(COPY_CHUNK):  # type: ignore[attr-defined]
+            # Small reads until the snapshot is known to be open (to release the lock at
+            # once), then whole 1 MiB blocks: far fewer calls through hash and zstd.
+            while block := (
+                proc.stdout.read(COPY_CHUNK) if watcher.started else proc.stdout.read1(COPY_CHUNK)  # type: ignore[attr-defined]
+            ):
                 watcher.write(block)
         except BaseException:
             proc.kill()
