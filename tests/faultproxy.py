@@ -150,18 +150,21 @@ class FaultProxy:
                 )
                 return
             upstream = conn.upstream()
+            reset_body = fault == "reset" and length > 1
+            # Arm the response pump before the request leaves: a fast upstream could
+            # otherwise answer before the fault is in place (and hit the next response).
+            if fault in ("reset", "cut") and not reset_body:
+                conn.pump.cut_after(200)
+            if fault == "stall":
+                conn.pump.stall()
             upstream.sendall(head + b"\r\n\r\n")
             if headers.get("transfer-encoding", "").lower() == "chunked":
                 upstream.sendall(buf)
                 _pipe(client, upstream)
                 return
-            if fault == "reset" and length > 1:  # cut the request body half-way
+            if reset_body:  # cut the request body half-way
                 _forward(client, upstream, buf, length // 2)
                 return  # close(): both sides reset mid-body
-            if fault in ("reset", "cut"):
-                conn.pump.cut_after(200)
-            if fault == "stall":
-                conn.pump.stall()
             buf = _forward(client, upstream, buf, length)
 
 
