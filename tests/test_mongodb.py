@@ -239,8 +239,21 @@ def test_cli_bad_source_leaves_no_manifest(
     cli: CliRunner, nx_url: str, tmp_path: Path, mongo: pymongo.MongoClient[Any]
 ) -> None:
     store = tmp_path / "store"
-    closed = f"mongodb://app:s3cret@127.0.0.1:{free_port()}/shop?serverSelectionTimeoutMS=300"
-    down = cli("backup", "--type", "mongodb", "--url", closed, "--storage", str(store))
+    with_password = f"mongodb://app:s3cret@127.0.0.1:{free_port()}/shop"
+    refused = cli("backup", "--type", "mongodb", "--url", with_password, "--storage", str(store))
+    _one_line_error(refused, 2, "a password in the database URL", "DB_BACKUP_MONGO_PASSWORD")
+    assert "s3cret" not in refused.stderr + refused.stdout
+    closed = f"mongodb://app@127.0.0.1:{free_port()}/shop?serverSelectionTimeoutMS=300"
+    down = cli(
+        "backup",
+        "--type",
+        "mongodb",
+        "--url",
+        closed,
+        "--storage",
+        str(store),
+        env={"DB_BACKUP_MONGO_PASSWORD": "s3cret"},
+    )
     _one_line_error(down, 3, "unreachable", "mongodb://app@127.0.0.1")
     assert "s3cret" not in down.stderr + down.stdout
     unknown = cli(

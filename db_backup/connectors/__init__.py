@@ -82,8 +82,8 @@ def reject_url_password(url: str) -> None:
     if password is not None:
         raise ConfigError(
             f"a password in the database URL {_safe(url)} is refused: it would be stored in "
-            "flow parameters and logs; set DB_BACKUP_PG_PASSWORD / DB_BACKUP_MYSQL_PASSWORD "
-            "or use a database block"
+            "flow parameters and logs; set DB_BACKUP_PG_PASSWORD, DB_BACKUP_MYSQL_PASSWORD or "
+            "DB_BACKUP_MONGO_PASSWORD, or use a database block"
         )
 
 

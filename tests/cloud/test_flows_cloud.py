@@ -49,7 +49,7 @@ def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
 
     for module, names in (
         (backup_flow, ["upload_file", "write_manifest", "dump_database"]),
-        (restore_flow, ["download_object", "find_manifest", "verify_objects"]),
+        (restore_flow, ["download_object", "find_manifest", "verify_one"]),
     ):
         for name in names:
             task = getattr(module, name)
