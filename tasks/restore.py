@@ -19,7 +19,6 @@ from prefect.cache_policies import NONE
 from db_backup import operations as ops
 from db_backup.catalog import find_backup, list_backups
 from db_backup.connectors.base import RestoreRequest, RestoreResult, RestoreSource
-from db_backup.errors import IntegrityError
 from db_backup.keys import KeySource
 from db_backup.manifest import Manifest, StoredObject
 from db_backup.units import human_bytes
@@ -120,30 +119,3 @@ def restore_objects(
         len(result.tables),
     )
     return result
-
-
-@task(
-    name="verify",
-    cache_policy=NONE,
-    retries=IO_RETRIES,
-    retry_delay_seconds=IO_RETRY_DELAYS,
-    retry_jitter_factor=IO_JITTER,
-    retry_condition_fn=retry_transient,
-)
-def verify_objects(storage: str, manifest: Manifest) -> int:
-    """Re-read every object of a backup in the store; raise on the first bad one."""
-    store = resolve_storage(storage)
-    problems = ops.verify_manifest_objects(store, manifest)
-    if problems:
-        raise IntegrityError(
-            f"backup {manifest.name}/{manifest.backup_id} failed verification: {problems[0]}"
-            + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else "")
-        )
-    get_run_logger().info(
-        "Verified %s/%s: %d object(s), %s",
-        manifest.name,
-        manifest.backup_id,
-        len(manifest.objects),
-        human_bytes(manifest.stored_bytes),
-    )
-    return len(manifest.objects)
