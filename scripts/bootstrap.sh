@@ -17,7 +17,12 @@ stamp=.venv/.db-backup-installed
 want="$(cat pyproject.toml scripts/bootstrap.sh | sha256sum | cut -c1-64)"
 if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
     echo "==> installing db-backup and its dependencies into .venv (about a minute)" >&2
-    .venv/bin/python -m pip install --quiet --upgrade pip
-    .venv/bin/python -m pip install --quiet -e ".[all,test]"
+    log=.venv/install.log
+    if ! { .venv/bin/python -m pip install --quiet --upgrade pip &&
+           .venv/bin/python -m pip install --quiet -e ".[all,test]"; } >"$log" 2>&1; then
+        grep -v "is ignored: it is neither" "$log" | tail -40 >&2
+        echo "error: installing db-backup into .venv failed (full log: $log)" >&2
+        exit 1
+    fi
     echo "$want" > "$stamp"
 fi
