@@ -508,7 +508,12 @@ class ChunkingSink(DumpSink):
 
 
 def _fetch(
-    storage: Storage, digest: str, raw_size: int, where: str, key: DataKey | None = None
+    storage: Storage,
+    digest: str,
+    raw_size: int,
+    stored_size: int,
+    where: str,
+    key: DataKey | None = None,
 ) -> bytes:
     """One chunk, checked: the sha256 (keyed id with ``key``) and size of its raw bytes.
 
@@ -533,7 +538,7 @@ def _fetch(
     if len(raw) != raw_size or got != digest:
         raise ChecksumMismatch(
             f"chunk {name} of {where} decodes to {len(raw)} bytes with "
-            f"{'keyed id' if key else 'sha256'} {got[:16]}… (altered, swapped or corrupted)"
+            f"{'keyed id' if key else 'sha256'} {got[:16]}… (altered or corrupted)"
         )
     return blob
 
@@ -560,8 +565,8 @@ def stream_chunks(
     with ThreadPoolExecutor(workers, thread_name_prefix="chunk-fetch") as pool:
         ahead: deque[Future[bytes]] = deque()
         refs = iter(index.chunks)
-        for digest, raw, _stored in refs:
-            ahead.append(pool.submit(_fetch, storage, digest, raw, obj.key, chunk_key_))
+        for digest, raw, stored in refs:
+            ahead.append(pool.submit(_fetch, storage, digest, raw, stored, obj.key, chunk_key_))
             total += raw
             if len(ahead) >= 2 * workers:
                 emit(ahead.popleft().result())
