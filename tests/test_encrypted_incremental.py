@@ -306,3 +306,22 @@ def test_encrypted_incremental_from_the_command_line(cli: CliRunner, tmp_path: P
     assert "no passphrase was given" in gc.stderr
     for path in chunk_paths(Path(store), encrypted=True):
         assert marker.encode() not in readable(path.read_bytes())
+
+
+def test_export_of_an_encrypted_full_backup(
+    prefect_api: str, passphrase: str, tmp_path: Path
+) -> None:
+    """Export now decrypts full encrypted backups too (it used to refuse them)."""
+    from db_backup.flows.backup import backup_database
+
+    db = make_db(tmp_path / "shop.db", "M", rows=500)
+    store = tmp_path / "store"
+    backup_database(database=str(db), storage=str(store), name="shop", encrypt=True)
+    manifest = find_backup(LocalStorage(store), "shop")
+    assert manifest.mode == "full" and manifest.encryption is not None
+    out = tmp_path / "export.db"
+    with pytest.raises(EncryptionError, match="needs that key"):
+        export_backup(LocalStorage(store), manifest, out)
+    key = keys.unlock_key(LocalStorage(store), str(manifest.encryption["key_id"]), passphrase)
+    assert export_backup(LocalStorage(store), manifest, out, key=key) == [out]
+    assert dump_rows(out) == dump_rows(db)
