@@ -192,6 +192,12 @@ def test_wrong_passphrase_refused_before_the_target(
     with pytest.raises(EncryptionError, match="needs that key"):
         export_backup(LocalStorage(store), manifest, tmp_path / "x.db")
     assert not (tmp_path / "x.db").exists()
+    chunks_before = set(chunk_paths(store, encrypted=True))
+    append(db, marker, 1_000_000)
+    with pytest.raises(EncryptionError, match="wrong passphrase"):
+        backup(db, store)  # the key is unlocked before the dump: nothing new is stored
+    assert [m.backup_id for m in list_backups(LocalStorage(store))] == [manifest.backup_id]
+    assert set(chunk_paths(store, encrypted=True)) == chunks_before
 
 
 def test_tampered_chunk_or_index_fails_before_the_target(
