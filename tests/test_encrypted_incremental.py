@@ -310,6 +310,10 @@ def test_encrypted_incremental_from_the_command_line(cli: CliRunner, tmp_path: P
     report = json.loads(gc.stdout)
     assert report["deleted_chunks"] == 0 and report["kept_locked_chunks"] > 0
     assert "no passphrase was given" in gc.stderr
+    with_key = cli("gc", "--storage", store, env=env)  # the passphrase reads the sealed index
+    assert with_key.returncode == 0, with_key.stderr
+    assert "no passphrase" not in with_key.stdout + with_key.stderr
+    assert "deleted 0" in with_key.stdout
     for path in chunk_paths(Path(store), encrypted=True):
         assert marker.encode() not in readable(path.read_bytes())
 

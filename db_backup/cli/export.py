@@ -116,4 +116,9 @@ def gc(
         f"backup(s): {report.live_chunks} in use, {verb} {report.deleted_chunks} "
         f"({human_bytes(report.deleted_bytes)}), kept {report.kept_young_chunks} younger "
         "than the grace period"
+        + (
+            f" and {report.kept_locked_chunks} of encrypted backups (no passphrase)"
+            if report.kept_locked_chunks
+            else ""
+        )
     )
