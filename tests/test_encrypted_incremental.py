@@ -335,3 +335,33 @@ def test_export_of_an_encrypted_full_backup(
     key = keys.unlock_key(LocalStorage(store), str(manifest.encryption["key_id"]), passphrase)
     assert export_backup(LocalStorage(store), manifest, out, key=key) == [out]
     assert dump_rows(out) == dump_rows(db)
+
+
+def test_gc_keeps_chunks_of_a_running_encrypted_backup(passphrase: str, tmp_path: Path) -> None:
+    """An encrypted backup still running (index uploaded, no manifest yet): without the
+    passphrase GC keeps its key's chunks; with it, GC reads the sealed index."""
+    from db_backup import incremental as inc
+    from db_backup import operations as ops
+    from db_backup.chunking import ChunkParams
+    from db_backup.connectors.sqlite import SqliteConnector
+
+    db = make_db(tmp_path / "shop.db", "M", rows=2_000)
+    store = tmp_path / "store"
+    storage = LocalStorage(store)
+    key = keys.create_key(storage, passphrase)
+    small = ChunkParams(min_size=4096, avg_size=16384, max_size=65536)
+    (tmp_path / "s").mkdir()
+    sink = inc.chunking_sink(storage, tmp_path / "s", params=small, key=key)
+    outcome = ops.stage_dump(SqliteConnector(db), sink)
+    staged = outcome.objects[0]
+    assert staged.encoding == ["chunked", "aes-256-gcm"]
+    ops.upload_staged(storage, staged, f"shop/20260101T000000Z/{staged.filename}")
+    age(store, 30)  # the chunks look old; the index (the running backup) is young
+    chunks = set(chunk_paths(store, encrypted=True))
+    assert len(chunks) > 3
+
+    locked = chunkgc.collect_garbage(storage, dry_run=True)
+    assert locked.kept_locked_chunks == len(chunks) and locked.deleted_chunks == 0
+    report = chunkgc.collect_garbage(storage, passphrase=passphrase)
+    assert report.inflight_indexes == 1 and report.live_chunks == len(chunks)
+    assert report.deleted_chunks == 0 and set(chunk_paths(store, encrypted=True)) == chunks
