@@ -144,7 +144,8 @@ def test_round_trip_dedup_and_no_plaintext(
         second.backup_id,
     ]
     out = tmp_path / "export.db"
-    key = keys.unlock_key(LocalStorage(store), str(second.encryption["key_id"]), passphrase)  # type: ignore[index]
+    assert second.encryption is not None
+    key = keys.unlock_key(LocalStorage(store), str(second.encryption["key_id"]), passphrase)
     export_backup(LocalStorage(store), second, out, key=key)
     assert hashlib.sha256(out.read_bytes()).hexdigest() == second.objects[0].raw_sha256
 
