@@ -26,7 +26,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from db_backup.errors import IntegrityError, ManifestError, StorageError
+from db_backup.crypto import DataKey
+from db_backup.errors import EncryptionError, IntegrityError, ManifestError, StorageError
 from db_backup.manifest import Manifest, backup_prefix, check_name, is_backup_id
 from db_backup.operations import verify_stored
 from db_backup.storage.base import ObjectInfo, Storage
@@ -172,16 +173,24 @@ class VerifyOutcome:
         return not self.problems
 
 
-def verify_backup_objects(storage: Storage, manifest: Manifest) -> VerifyOutcome:
+def verify_backup_objects(
+    storage: Storage, manifest: Manifest, key: DataKey | None = None
+) -> VerifyOutcome:
     """Re-read every object of ``manifest``; damaged or missing objects become problems.
 
-    Anything else (the store unreachable) raises: that is no verdict on the backup.
+    An encrypted incremental backup needs its data key ``key``; a chunk or index
+    that fails authentication is a problem too. Anything else (the store
+    unreachable, no key) raises: that is no verdict on the backup.
     """
     problems: list[str] = []
     for obj in manifest.objects:
         try:
-            verify_stored(storage, obj)
+            verify_stored(storage, obj, key)
         except IntegrityError as exc:
+            problems.append(str(exc))
+        except EncryptionError as exc:
+            if key is None:
+                raise
             problems.append(str(exc))
     return VerifyOutcome(manifest.backup_id, len(manifest.objects), manifest.stored_bytes, problems)
 

@@ -7,6 +7,13 @@ chunk younger than ``grace``, counted from the GC's own start on the store's
 clock, and it refuses to run when any manifest cannot be read (a newer
 db-backup's manifest may reference chunks this one cannot see).
 
+Encrypted backups keep their chunks in a namespace per data key
+(``_chunks/k-<key id>/``) and seal their indexes. GC reads a sealed index with
+the key the passphrase unlocks; without a passphrase, every chunk of a key
+that any live (or in-flight) index uses is kept (reported as a problem, never
+guessed), while the plain namespace and namespaces no index uses any more are
+collected as usual. A wrong passphrase stops the GC before it deletes anything.
+
 Each GC run leaves a marker ``_gc/<run>.json`` (``running`` while it works,
 ``finished`` after). :func:`check_concurrent_gc` is called by a backup just
 before it writes its manifest: if a GC ran at the same time, it waits for it to
@@ -26,7 +33,9 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from db_backup import chunkstore as cs
+from db_backup import keys as keyfiles
 from db_backup.catalog import RESERVED_PREFIXES, list_backups
+from db_backup.crypto import DataKey, header_key_id
 from db_backup.errors import BackupError, ConfigError, IntegrityError, ManifestError
 from db_backup.manifest import is_backup_id
 from db_backup.storage.base import ObjectInfo, Storage
@@ -54,6 +63,7 @@ class GcReport:
     deleted_bytes: int = 0
     kept_young_chunks: int = 0
     kept_unknown_age: int = 0
+    kept_locked_chunks: int = 0
     problems: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, object]:
@@ -76,13 +86,37 @@ def _marker(storage: Storage, key: str, state: str, started: datetime) -> None:
     storage.put_bytes(key, json.dumps(doc).encode())
 
 
+class _KeyRing:
+    """The data keys GC needs for sealed indexes, unlocked on first use with ``passphrase``.
+
+    Without a passphrase every key is 'locked' (None); a wrong one raises EncryptionError.
+    """
+
+    def __init__(self, storage: Storage, passphrase: str | None) -> None:
+        self._storage = storage
+        self._passphrase = passphrase
+        self._keys: dict[str, DataKey] = {}
+
+    def get(self, key_id: str) -> DataKey | None:
+        if self._passphrase is None:
+            return None
+        if key_id not in self._keys:
+            self._keys[key_id] = keyfiles.unlock_key(self._storage, key_id, self._passphrase)
+        return self._keys[key_id]
+
+
 def plan_garbage(
     storage: Storage,
     grace: timedelta = cs.MAX_BACKUP_TIME + cs.REFRESH_AGE,
     policy: cs.ChunkPolicy | None = None,
     dry_run: bool = False,
+    passphrase: str | None = None,
 ) -> GcPlan:
-    """Start a GC run: write its marker, find the unreferenced chunks older than ``grace``."""
+    """Start a GC run: write its marker, find the unreferenced chunks older than ``grace``.
+
+    ``passphrase`` unlocks the keys of encrypted backups' indexes; without it
+    the chunks of every key still in use are all kept (see the module docstring).
+    """
     policy = policy or cs.ChunkPolicy()
     if grace < policy.min_grace:
         raise ConfigError(
@@ -95,14 +129,25 @@ def plan_garbage(
     if not dry_run:
         _marker(storage, marker, "running", start)
     report = GcReport(run, start.isoformat(), dry_run, grace.total_seconds())
-    live = _live_chunks(storage, start - grace, report)
+    try:
+        live, locked = _live_chunks(storage, start - grace, report, _KeyRing(storage, passphrase))
+    except BaseException:
+        if not dry_run:
+            _marker(storage, marker, "finished", start)
+        raise
+    for key_id in sorted(locked):
+        report.problems.append(
+            f"kept every chunk of encryption key {key_id}: encrypted incremental backups use "
+            f"it and no passphrase was given (set {keyfiles.PASSPHRASE_ENV} to collect them)"
+        )
     candidates: list[ObjectInfo] = []
     for info in storage.list(cs.CHUNK_PREFIX):
-        digest = info.key.rsplit("/", 1)[-1]
         report.chunks += 1
         report.chunk_bytes += info.size
-        if digest in live:
+        if info.key in live:
             report.live_chunks += 1
+        elif cs.chunk_namespace(info.key) in locked:
+            report.kept_locked_chunks += 1
         elif info.modified is None:
             report.kept_unknown_age += 1
         elif info.modified >= start - grace:
@@ -112,7 +157,11 @@ def plan_garbage(
     return GcPlan(report, marker, start, candidates)
 
 
-def _live_chunks(storage: Storage, young_after: datetime, report: GcReport) -> set[str]:
+def _live_chunks(
+    storage: Storage, young_after: datetime, report: GcReport, ring: _KeyRing
+) -> tuple[set[str], set[str]]:
+    """The storage keys of every chunk a live index references, and the key ids of
+    sealed indexes that could not be read (no passphrase): their namespaces stay whole."""
     skipped: list[str] = []
     manifests = list_backups(storage, on_skip=lambda k, e: skipped.append(f"{k}: {e}"))
     if skipped:
@@ -122,23 +171,37 @@ def _live_chunks(storage: Storage, young_after: datetime, report: GcReport) -> s
         )
     report.backups = len(manifests)
     live: set[str] = set()
+    locked: set[str] = set()
     committed: set[str] = set()
     for manifest in manifests:
         for obj in manifest.objects:
             committed.add(obj.key)
-            if cs.is_chunked(obj):
-                live.update(d for d, _, _ in cs.read_index(storage, obj).chunks)
-                report.live_indexes += 1
+            if not cs.is_chunked(obj):
+                continue
+            key: DataKey | None = None
+            if cs.is_sealed(obj):
+                key_id = keyfiles.backup_key_id(manifest) or ""
+                key = ring.get(key_id)
+                if key is None:
+                    locked.add(key_id)
+                    continue
+            live.update(cs.read_index(storage, obj, key).chunk_keys())
+            report.live_indexes += 1
     for info in _index_objects(storage):
         if info.key in committed or (info.modified and info.modified < young_after):
             continue
         try:
             data = storage.get_bytes(info.key)
-            live.update(d for d, _, _ in cs.ChunkIndex.from_bytes(data, info.key).chunks)
+            sealed_by = header_key_id(data)
+            key = ring.get(sealed_by) if sealed_by else None
+            if sealed_by and key is None:
+                locked.add(sealed_by)
+                continue
+            live.update(cs.ChunkIndex.from_bytes(data, info.key, key).chunk_keys())
             report.inflight_indexes += 1
         except BackupError as exc:
             raise ManifestError(f"GC refused: in-flight index {info.key}: {exc}") from exc
-    return live
+    return live, locked
 
 
 def _index_objects(storage: Storage) -> Iterable[ObjectInfo]:
@@ -204,13 +267,15 @@ def collect_garbage(
     grace: timedelta = cs.MAX_BACKUP_TIME + cs.REFRESH_AGE,
     policy: cs.ChunkPolicy | None = None,
     dry_run: bool = False,
+    passphrase: str | None = None,
 ) -> GcReport:
     """Delete chunks no live index references and older than ``grace``; return a report.
 
     Safe to run while backups run and after prune deleted manifests; safe to
-    run twice. Refuses (ManifestError) when any manifest cannot be read.
+    run twice. Refuses (ManifestError) when any manifest cannot be read, and
+    (EncryptionError) when ``passphrase`` does not unlock a key an index needs.
     """
-    plan = plan_garbage(storage, grace, policy, dry_run)
+    plan = plan_garbage(storage, grace, policy, dry_run, passphrase)
     return delete_garbage(storage, plan)
 
 
@@ -234,6 +299,7 @@ def check_concurrent_gc(
     storage: Storage,
     since: datetime | None,
     digests: list[str],
+    key_id: str | None = None,
     wait_limit: timedelta = WAIT_LIMIT,
 ) -> int:
     """Before a backup's manifest: make sure no GC removed a chunk it references.
@@ -243,6 +309,7 @@ def check_concurrent_gc(
     for running ones (a marker not renewed for 10 minutes is a dead GC, which
     deletes nothing more), then check every referenced chunk exists. Returns
     the number of concurrent GC runs; raises IntegrityError if a chunk is gone.
+    ``key_id``: the chunks are those of an encrypted backup, in that key's namespace.
     """
     if since is None:
         return 0
@@ -267,17 +334,16 @@ def check_concurrent_gc(
             f"{wait_limit}; no manifest written, run the backup again later"
         )
     if concurrent:
-        _require_chunks(storage, digests)
+        _require_chunks(storage, [cs.chunk_key(d, key_id) for d in digests])
     return concurrent
 
 
-def _require_chunks(storage: Storage, digests: list[str]) -> None:
+def _require_chunks(storage: Storage, keys: list[str]) -> None:
     with ThreadPoolExecutor(cs.DEFAULT_WORKERS) as pool:
-        present = list(pool.map(lambda d: storage.exists(cs.chunk_key(d)), digests))
-    missing = [d for d, ok in zip(digests, present, strict=True) if not ok]
+        present = list(pool.map(storage.exists, keys))
+    missing = [k for k, ok in zip(keys, present, strict=True) if not ok]
     if missing:
         raise IntegrityError(
             f"a concurrent garbage collection removed {len(missing)} chunk(s) this backup "
-            f"relies on (first: {cs.chunk_key(missing[0])}); no manifest written, "
-            "run the backup again"
+            f"relies on (first: {missing[0]}); no manifest written, run the backup again"
         )

@@ -85,6 +85,17 @@ def is_encrypted(data: bytes) -> bool:
     return data[: len(MAGIC)] == MAGIC
 
 
+def header_key_id(data: bytes) -> str | None:
+    """The key id (hex) in the clear header of an encrypted object, None when ``data``
+    is not encrypted; no key needed (GC uses it to tell which key an index needs).
+
+    Only a hint: nothing is authenticated until the object is opened with the key.
+    """
+    if not is_encrypted(data) or len(data) < HEADER_SIZE:
+        return None
+    return _HEADER.unpack(data[:HEADER_SIZE])[4].hex()  # type: ignore[no-any-return]
+
+
 class DataKey:
     """A repository's random 256-bit data key and its public id.
 
@@ -137,7 +148,7 @@ class DataKey:
         reader = DecryptingReader(io.BytesIO(blob), self, what)
         return b"".join(iter(lambda: reader.read(DEFAULT_FRAME_SIZE), b""))
 
-    def chunk_id(self, data: bytes) -> str:
+    def chunk_id(self, data: bytes | memoryview) -> str:
         """A keyed sha256 (HMAC) of ``data``: stable for dedup, reveals nothing without the key."""
         return hmac.new(self._id_key, data, hashlib.sha256).hexdigest()
 

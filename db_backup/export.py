@@ -2,7 +2,9 @@
 
 Users are never locked in: the result is exactly the bytes the database tool
 wrote (the sqlite3 file, the pg_dump output, ...), checked against the
-manifest's raw sha256 before it is moved into place.
+manifest's raw sha256 before it is moved into place. An encrypted backup
+(full or incremental) needs its unlocked data key; every byte is
+authenticated before the file is moved into place.
 """
 
 from __future__ import annotations
@@ -11,7 +13,10 @@ import os
 import tempfile
 from pathlib import Path
 
-from db_backup.errors import ConfigError, TargetError
+from db_backup.chunkstore import is_chunked
+from db_backup.crypto import DataKey
+from db_backup.errors import EncryptionError, TargetError
+from db_backup.keys import backup_key_id
 from db_backup.manifest import Manifest, StoredObject
 from db_backup.operations import download_verified
 from db_backup.pipeline import copy_stream, open_decoded
@@ -28,18 +33,25 @@ def plain_name(obj: StoredObject) -> str:
 
 
 def export_backup(
-    storage: Storage, manifest: Manifest, dest: Path, force: bool = False
+    storage: Storage,
+    manifest: Manifest,
+    dest: Path,
+    force: bool = False,
+    key: DataKey | None = None,
 ) -> list[Path]:
     """Write the decoded dump of ``manifest`` to ``dest``; return the files written.
 
     One part: ``dest`` is the file. Several parts: ``dest`` is a directory that
     receives one file per part. An existing file is refused unless ``force``.
+    An encrypted backup needs ``key``, its data key (EncryptionError otherwise).
     """
-    if manifest.encryption is not None:
-        raise ConfigError(
-            f"backup {manifest.name}/{manifest.backup_id} is encrypted; export of encrypted "
-            "backups is not supported yet"
+    key_id = backup_key_id(manifest)
+    if key_id is not None and (key is None or key.key_id_hex != key_id):
+        raise EncryptionError(
+            f"backup {manifest.name}/{manifest.backup_id} is encrypted with key {key_id}: "
+            "export needs that key (passphrase)"
         )
+    key = key if key_id else None
     if len(manifest.objects) == 1:
         targets = [(manifest.objects[0], dest)]
     else:
@@ -49,17 +61,19 @@ def export_backup(
         if path.exists() and not force:
             raise TargetError(f"export target {path} exists; use --force to replace it")
     for obj, path in targets:
-        _export_one(storage, obj, path)
+        _export_one(storage, obj, path, key)
     return [path for _, path in targets]
 
 
-def _export_one(storage: Storage, obj: StoredObject, path: Path) -> None:
+def _export_one(storage: Storage, obj: StoredObject, path: Path, key: DataKey | None) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".db-backup-export-", dir=path.parent) as tmp:
-        staged = download_verified(storage, obj, Path(tmp))
+        staged = download_verified(storage, obj, Path(tmp), key)
+        # A chunked object is decrypted while staged; a whole one is decrypted here.
+        layers = [key.decode_layer(f"object {obj.key}")] if key and not is_chunked(obj) else []
         partial = Path(tmp) / "out.partial"
         with (
-            open_decoded(staged, obj.key, obj.raw_size, obj.raw_sha256) as src,
+            open_decoded(staged, obj.key, obj.raw_size, obj.raw_sha256, layers) as src,
             open(partial, "wb") as out,
         ):
             copy_stream(src, out)

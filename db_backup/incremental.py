@@ -15,6 +15,7 @@ from pathlib import Path
 from db_backup.chunkgc import check_concurrent_gc
 from db_backup.chunking import ChunkParams
 from db_backup.chunkstore import ChunkedStagedObject, ChunkingSink, ChunkPolicy, StorageClock
+from db_backup.crypto import DataKey
 from db_backup.errors import ConfigError, IntegrityError
 from db_backup.manifest import INCREMENTAL_FORMAT_VERSION, Manifest
 from db_backup.pipeline import DEFAULT_LEVEL, ProgressFn, StagedObject
@@ -37,8 +38,9 @@ def chunking_sink(
     progress: ProgressFn | None = None,
     params: ChunkParams | None = None,
     policy: ChunkPolicy | None = None,
+    key: DataKey | None = None,
 ) -> ChunkingSink:
-    """A sink that chunks every part into ``storage``'s chunk store."""
+    """A sink that chunks every part into ``storage``'s chunk store (sealed with ``key``)."""
     return ChunkingSink(
         staging,
         level=level,
@@ -46,6 +48,7 @@ def chunking_sink(
         storage=storage,
         params=params or ChunkParams(),
         policy=policy or ChunkPolicy(),
+        key=key,
     )
 
 
@@ -72,7 +75,9 @@ def finish_manifest(
             f"{policy.max_backup_time}, the longest a chunk store backup is protected "
             "from garbage collection; no manifest written"
         )
-    check_concurrent_gc(storage, since, sorted({d for o in chunked for d in o.digests}))
+    for key_id in sorted({o.key_id or "" for o in chunked}):
+        digests = sorted({d for o in chunked if (o.key_id or "") == key_id for d in o.digests})
+        check_concurrent_gc(storage, since, digests, key_id or None)
     return _account(manifest, chunked)
 
 

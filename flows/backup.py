@@ -19,7 +19,6 @@ from db_backup.tasks.incremental import dump_chunked, finish_incremental
 from prefect import flow, get_run_logger
 
 from db_backup import operations as ops
-from db_backup.errors import ConfigError
 from db_backup.incremental import check_mode
 from db_backup.keys import manifest_record
 from db_backup.manifest import check_name
@@ -69,18 +68,13 @@ def backup_database(
     logger = get_run_logger()
     name = check_name(name or default_name(database))
     check_mode(mode)
-    if encrypt and mode == "incremental":
-        raise ConfigError(
-            "encryption (--encrypt) cannot be combined with --mode incremental in this version; "
-            "use a full backup for encrypted copies"
-        )
     connector = resolve_database(database)
     previous = previous_backup(storage, name)
     key = prepare_encryption(storage, passphrase_secret) if encrypt else None
     backup_id = allocate_id(storage, name)
     with staging_dir("backup") as staging:
         if mode == "incremental":
-            outcome = dump_chunked(database, storage, str(staging), compression_level)
+            outcome = dump_chunked(database, storage, str(staging), compression_level, key=key)
         else:
             outcome = dump_database(
                 database, str(staging), compression_level, compression_threads, key=key

@@ -20,7 +20,9 @@ from prefect import flow, get_run_logger
 
 from db_backup import reports
 from db_backup.checks import VerifyOutcome, verify_record
+from db_backup.chunkstore import is_sealed
 from db_backup.errors import BackupNotFound, VerificationFailed
+from db_backup.keys import KeySource
 from db_backup.manifest import Manifest, check_name
 
 
@@ -57,7 +59,7 @@ def restore_database(
     with staging_dir("restore") as staging:
         staged: dict[str, Path] = {}
         for obj in manifest.objects:
-            staged[obj.key] = download_object(storage, obj, str(staging))
+            staged[obj.key] = download_object(storage, obj, str(staging), key=key)
         result = restore_objects(target, manifest, staged, tables, force, options, key=key)
     get_run_logger().info("Restore of %s/%s complete", name, manifest.backup_id)
     return {"backup_id": manifest.backup_id, "target": result.target, "tables": result.tables}
@@ -75,13 +77,16 @@ def verify_backup(
     backup: str = "latest",
     storage: str = DEFAULT_STORAGE,
     all_backups: bool = False,
+    passphrase_secret: str | None = None,
 ) -> list[str]:
     """Re-read the objects of a backup (or every backup of ``name``) and check them.
 
     With ``all_backups`` every backup is verified even after one fails. Each
     result is recorded next to its backup and the run publishes a Markdown
     artifact; the run fails naming **every** damaged backup, so the
-    Failed-state automations fire.
+    Failed-state automations fire. An encrypted incremental backup is read
+    with its data key (passphrase: Secret block ``passphrase_secret`` or
+    ``$DB_BACKUP_PASSPHRASE``), unlocked first: a wrong passphrase fails the run.
     """
     check_name(name)
     manifests = (
@@ -89,7 +94,13 @@ def verify_backup(
     )
     if not manifests:
         raise BackupNotFound(f"no backups named {name!r} in {storage}")
-    outcomes = [_verify_and_record(storage, m, keep_going=all_backups) for m in manifests]
+    unlocked: dict[str, KeySource | None] = {}
+    outcomes = [
+        _verify_and_record(
+            storage, m, all_backups, _verify_key(storage, m, passphrase_secret, unlocked)
+        )
+        for m in manifests
+    ]
     publish_markdown(
         "verify", name, reports.verify_markdown(name, storage, outcomes), f"Verify of {name}"
     )
@@ -99,14 +110,31 @@ def verify_backup(
     return [m.backup_id for m in manifests]
 
 
-def _verify_and_record(storage: str, manifest: Manifest, keep_going: bool) -> VerifyOutcome:
+def _verify_key(
+    storage: str, manifest: Manifest, secret: str | None, unlocked: dict[str, KeySource | None]
+) -> KeySource | None:
+    """The key an encrypted incremental backup needs, unlocked once per key id per run.
+
+    Encrypted full backups are verified without it (their stored bytes carry a sha256).
+    """
+    if not any(is_sealed(o) for o in manifest.objects) or manifest.encryption is None:
+        return None
+    key_id = str(manifest.encryption.get("key_id"))
+    if key_id not in unlocked:
+        unlocked[key_id] = unlock_backup_key(storage, manifest, secret)
+    return unlocked[key_id]
+
+
+def _verify_and_record(
+    storage: str, manifest: Manifest, keep_going: bool, key: KeySource | None = None
+) -> VerifyOutcome:
     """Verify one backup and record the verdict.
 
     An error that is no verdict on the backup (store unreachable) is raised as
     is, or with ``keep_going`` listed as a failure so the other backups still
     get verified; it is never recorded.
     """
-    state = verify_one(storage, manifest, return_state=True)
+    state = verify_one(storage, manifest, key=key, return_state=True)
     outcome = state.result(raise_on_failure=False)
     if isinstance(outcome, BaseException) and not keep_going:
         raise outcome

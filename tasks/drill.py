@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from db_backup.blocks.resolve import resolve_database, resolve_storage
+from db_backup.tasks.encryption import load_data_key
 from db_backup.tasks.retry import (
     IO_JITTER,
     IO_RETRIES,
@@ -20,6 +21,7 @@ from db_backup import drill, reports
 from db_backup.checks import CheckRecord, VerifyOutcome, record_check, verify_backup_objects
 from db_backup.connectors.base import Connector
 from db_backup.connectors.scratch import default_scratch_base, open_scratch, scratch_label
+from db_backup.keys import KeySource
 from db_backup.manifest import Manifest
 from db_backup.units import human_bytes
 
@@ -81,9 +83,13 @@ def store_check(storage: str, record: CheckRecord) -> str:
     retry_jitter_factor=IO_JITTER,
     retry_condition_fn=retry_transient,
 )
-def verify_one(storage: str, manifest: Manifest) -> VerifyOutcome:
-    """Re-read every object of one backup; damaged objects are listed, not raised."""
-    outcome = verify_backup_objects(resolve_storage(storage), manifest)
+def verify_one(storage: str, manifest: Manifest, key: KeySource | None = None) -> VerifyOutcome:
+    """Re-read every object of one backup; damaged objects are listed, not raised.
+
+    ``key``: the data key of an encrypted incremental backup (its chunks are authenticated).
+    """
+    data_key = load_data_key(key) if key else None
+    outcome = verify_backup_objects(resolve_storage(storage), manifest, data_key)
     logger = get_run_logger()
     if outcome.ok:
         logger.info(

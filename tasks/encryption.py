@@ -115,11 +115,29 @@ def unlock_backup_key(
     return source
 
 
+def whole_sealed_objects(manifest: Manifest) -> bool:
+    """True when the staged objects of ``manifest`` are ciphertext (encrypted full backup).
+
+    Encrypted chunked objects are decrypted, chunk by chunk, while they are
+    staged (:func:`db_backup.chunkstore.materialize`), so they need no decode
+    layer; a manifest mixing both kinds is refused.
+    """
+    sealed = [o for o in manifest.objects if ALGORITHM in o.encoding]
+    whole = [o for o in sealed if "chunked" not in o.encoding]
+    if whole and len(whole) != len(sealed):
+        raise EncryptionError(
+            f"backup {manifest.name}/{manifest.backup_id} mixes chunked and whole encrypted "
+            "objects; this db-backup cannot restore it"
+        )
+    return bool(whole)
+
+
 def authenticate_staged(key: DataKey, manifest: Manifest, staged: dict[str, Path]) -> None:
-    """Decrypt every staged object once, discarding the output: tampering fails here,
-    before the connector touches the target."""
+    """Decrypt every staged ciphertext object once, discarding the output: tampering
+    fails here, before the connector touches the target. (Chunked objects were
+    authenticated chunk by chunk while staged.)"""
     for obj in manifest.objects:
-        if ALGORITHM not in obj.encoding:
+        if ALGORITHM not in obj.encoding or "chunked" in obj.encoding:
             continue
         with open(staged[obj.key], "rb") as fh:
             reader = key.decrypt_from(fh, f"object {obj.key}")

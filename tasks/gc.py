@@ -5,12 +5,14 @@ from __future__ import annotations
 from datetime import timedelta
 
 from db_backup.blocks.resolve import resolve_storage
+from db_backup.tasks.encryption import load_passphrase
 from db_backup.tasks.retry import IO_JITTER, IO_RETRIES, IO_RETRY_DELAYS, retry_transient
 from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
 
 from db_backup.chunkgc import collect_garbage
 from db_backup.chunkstore import MAX_BACKUP_TIME, REFRESH_AGE
+from db_backup.keys import passphrase_from_env
 from db_backup.units import human_bytes
 
 DEFAULT_GRACE_HOURS = (REFRESH_AGE + MAX_BACKUP_TIME).total_seconds() / 3600
@@ -25,12 +27,30 @@ DEFAULT_GRACE_HOURS = (REFRESH_AGE + MAX_BACKUP_TIME).total_seconds() / 3600
     retry_condition_fn=retry_transient,
 )
 def collect_chunk_garbage(
-    storage: str, grace_hours: float = DEFAULT_GRACE_HOURS, dry_run: bool = False
+    storage: str,
+    grace_hours: float = DEFAULT_GRACE_HOURS,
+    dry_run: bool = False,
+    passphrase_secret: str | None = None,
 ) -> dict[str, object]:
-    """Delete chunks no live backup references (safe with backups running; safe to rerun)."""
-    report = collect_garbage(
-        resolve_storage(storage), timedelta(hours=grace_hours), dry_run=dry_run
+    """Delete chunks no live backup references (safe with backups running; safe to rerun).
+
+    Encrypted incremental backups' indexes are read with the passphrase (Secret
+    block ``passphrase_secret``, else ``$DB_BACKUP_PASSPHRASE`` when set); without
+    one, the chunks of keys still in use are kept and a warning is logged.
+    """
+    passphrase = (
+        load_passphrase(passphrase_secret, "chunk GC")
+        if passphrase_secret
+        else passphrase_from_env()
     )
+    report = collect_garbage(
+        resolve_storage(storage),
+        timedelta(hours=grace_hours),
+        dry_run=dry_run,
+        passphrase=passphrase,
+    )
+    for problem in report.problems:
+        get_run_logger().warning("Chunk GC of %s: %s", storage, problem)
     get_run_logger().info(
         "Chunk GC of %s: %d chunk(s), %d in use, %s %d (%s), %d kept as younger than grace",
         storage,

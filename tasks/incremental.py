@@ -5,12 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from db_backup.blocks.resolve import resolve_database, resolve_storage
+from db_backup.tasks.encryption import load_data_key
 from db_backup.tasks.retry import IO_JITTER, IO_RETRIES, IO_RETRY_DELAYS, retry_transient
 from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
 
 from db_backup import incremental as inc
 from db_backup import operations as ops
+from db_backup.keys import KeySource, require_encrypted
 from db_backup.manifest import Manifest
 from db_backup.pipeline import StagedObject
 from db_backup.progress import current_progress
@@ -25,17 +27,24 @@ from db_backup.units import human_bytes
     retry_jitter_factor=IO_JITTER,
     retry_condition_fn=retry_transient,
 )
-def dump_chunked(database: str, storage: str, staging: str, level: int) -> ops.DumpOutcome:
+def dump_chunked(
+    database: str, storage: str, staging: str, level: int, key: KeySource | None = None
+) -> ops.DumpOutcome:
     """Dump ``database`` into the chunk store of ``storage``; stage one index per part.
 
     Chunks already in the store are not uploaded again; new ones are uploaded
     in parallel threads while the dump runs. Safe to retry: chunks are
-    content-addressed and nothing points at them until the manifest.
+    content-addressed and nothing points at them until the manifest. With
+    ``key`` the data key is unlocked first (a wrong passphrase fails before the
+    dump starts) and every chunk and index is sealed with it.
     """
     connector = resolve_database(database)
     store = resolve_storage(storage)
-    sink = inc.chunking_sink(store, Path(staging), level, current_progress())
+    data_key = load_data_key(key) if key else None
+    sink = inc.chunking_sink(store, Path(staging), level, current_progress(), key=data_key)
     outcome = ops.stage_dump(connector, sink)
+    if key:
+        require_encrypted(outcome.objects)
     for obj in outcome.objects:
         stats = getattr(obj, "chunk_stats", None)
         if stats is not None:

@@ -5,7 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from db_backup.blocks.resolve import resolve_database, resolve_storage
-from db_backup.tasks.encryption import authenticate_staged, load_data_key
+from db_backup.tasks.encryption import (
+    authenticate_staged,
+    load_data_key,
+    whole_sealed_objects,
+)
 from db_backup.tasks.retry import (
     IO_JITTER,
     IO_RETRIES,
@@ -18,6 +22,7 @@ from prefect.cache_policies import NONE
 
 from db_backup import operations as ops
 from db_backup.catalog import find_backup, list_backups
+from db_backup.chunkstore import is_sealed
 from db_backup.connectors.base import RestoreRequest, RestoreResult, RestoreSource
 from db_backup.keys import KeySource
 from db_backup.manifest import Manifest, StoredObject
@@ -59,10 +64,17 @@ def list_manifests(storage: str, name: str) -> list[Manifest]:
     retry_jitter_factor=IO_JITTER,
     retry_condition_fn=retry_transient,
 )
-def download_object(storage: str, obj: StoredObject, staging: str) -> Path:
-    """Download one object to staging and check size and sha256 against the manifest."""
+def download_object(
+    storage: str, obj: StoredObject, staging: str, key: KeySource | None = None
+) -> Path:
+    """Download one object to staging and check size and sha256 against the manifest.
+
+    An encrypted incremental object is rebuilt with the data key ``key`` names:
+    every chunk is authenticated and decrypted here, before any restore step.
+    """
     store = resolve_storage(storage)
-    path = ops.download_verified(store, obj, Path(staging))
+    data_key = load_data_key(key) if key and is_sealed(obj) else None
+    path = ops.download_verified(store, obj, Path(staging), data_key)
     get_run_logger().info(
         "Downloaded and verified %s (%s, sha256 %s…)",
         obj.key,
@@ -104,7 +116,7 @@ def restore_objects(
     """
     connector = resolve_database(target)
     layers = []
-    if key:
+    if key and whole_sealed_objects(manifest):
         data_key = load_data_key(key)
         authenticate_staged(data_key, manifest, staged)
         layers = [data_key.decode_layer(f"an object of {manifest.name}/{manifest.backup_id}")]

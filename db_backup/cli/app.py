@@ -352,8 +352,12 @@ def verify(
     all_backups: Annotated[
         bool, typer.Option("--all", help="Verify every backup of the name.")
     ] = False,
+    passphrase_secret: PassphraseSecretOpt = None,
 ) -> None:
-    """Re-read the stored objects and check size and sha256 against the manifest."""
+    """Re-read the stored objects and check size and sha256 against the manifest.
+
+    Encrypted incremental backups need the passphrase to check their chunks.
+    """
     from db_backup.flows.restore import verify_backup
 
     ids = run_flow(
@@ -362,6 +366,7 @@ def verify(
         backup=backup,
         storage=storage_location(storage),
         all_backups=all_backups,
+        passphrase_secret=passphrase_secret,
     )
     for backup_id in ids:
         typer.echo(f"ok {name}/{backup_id}")

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from db_backup.cli.app import StorageOpt, app, fail, storage_location
+from db_backup.cli.app import PassphraseSecretOpt, StorageOpt, app, fail, storage_location
 from db_backup.errors import BackupError, ConfigError
 
 
@@ -21,17 +21,29 @@ def export(
     ],
     storage: StorageOpt = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing file.")] = False,
+    passphrase_secret: PassphraseSecretOpt = None,
 ) -> None:
-    """Write a backup (full or incremental) as the plain dump file the database tool made."""
+    """Write a backup (full or incremental) as the plain dump file the database tool made.
+
+    An encrypted backup is decrypted with the passphrase ($DB_BACKUP_PASSPHRASE
+    or --passphrase-secret); a wrong one fails before anything is written.
+    """
     from db_backup.blocks.resolve import resolve_storage
     from db_backup.catalog import find_backup
     from db_backup.export import export_backup
+    from db_backup.keys import backup_key_id, unlock_key
+    from db_backup.tasks.encryption import load_passphrase
     from db_backup.units import human_bytes
 
     try:
         store = resolve_storage(storage_location(storage))
         manifest = find_backup(store, name, backup)
-        files = export_backup(store, manifest, to, force)
+        key_id = backup_key_id(manifest)
+        key = None
+        if key_id is not None:
+            what = f"export of encrypted backup {name}/{manifest.backup_id}"
+            key = unlock_key(store, key_id, load_passphrase(passphrase_secret, what))
+        files = export_backup(store, manifest, to, force, key)
     except BackupError as exc:
         fail(str(exc), exc.exit_code)
     typer.echo(
@@ -64,18 +76,32 @@ def gc(
         bool, typer.Option("--dry-run", help="Report only; delete nothing.")
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    passphrase_secret: PassphraseSecretOpt = None,
 ) -> None:
-    """Delete chunks of incremental backups that no backup references any more."""
+    """Delete chunks of incremental backups that no backup references any more.
+
+    Encrypted incremental backups' indexes are read with the passphrase
+    ($DB_BACKUP_PASSPHRASE or --passphrase-secret); without one, the chunks of
+    keys still in use are all kept (a warning says so).
+    """
     from datetime import timedelta
 
     from db_backup.blocks.resolve import resolve_storage
     from db_backup.chunkgc import collect_garbage
+    from db_backup.keys import passphrase_from_env
+    from db_backup.tasks.encryption import load_passphrase
     from db_backup.units import human_bytes
 
     try:
         seconds = parse_duration(grace)
+        passphrase = (
+            load_passphrase(passphrase_secret, "gc") if passphrase_secret else passphrase_from_env()
+        )
         report = collect_garbage(
-            resolve_storage(storage_location(storage)), timedelta(seconds=seconds), dry_run=dry_run
+            resolve_storage(storage_location(storage)),
+            timedelta(seconds=seconds),
+            dry_run=dry_run,
+            passphrase=passphrase,
         )
     except BackupError as exc:
         fail(str(exc), exc.exit_code)
@@ -90,4 +116,9 @@ def gc(
         f"backup(s): {report.live_chunks} in use, {verb} {report.deleted_chunks} "
         f"({human_bytes(report.deleted_bytes)}), kept {report.kept_young_chunks} younger "
         "than the grace period"
+        + (
+            f" and {report.kept_locked_chunks} of encrypted backups (no passphrase)"
+            if report.kept_locked_chunks
+            else ""
+        )
     )
