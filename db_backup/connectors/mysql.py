@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import subprocess
 import tempfile
 import threading
@@ -304,6 +305,31 @@ class MySQLConnector:
                     if row[2] == "error" or (row[2] == "status" and row[3] != "OK"):
                         problems.append(f"{table}: {row[3]}")
         return problems
+
+    def scratch_target(self, label: str) -> MySQLConnector:
+        """A new, empty database on this server for a restore drill.
+
+        Named ``dbbackup_drill_<label>_<random>``, so it can never be an existing
+        database; this connector's own database is not opened. TargetError naming
+        the server when it cannot be created (no CREATE privilege, ...).
+        """
+        name = f"dbbackup_drill_{label}"[:55] + f"_{secrets.token_hex(4)}"
+        with contextlib.closing(self._connect(None, TargetError)) as conn, conn.cursor() as cur:
+            try:
+                cur.execute(f"CREATE DATABASE {_ident(name)} CHARACTER SET utf8mb4")
+            except Exception as exc:
+                raise TargetError(
+                    f"cannot create scratch database {name} on {self.host}:{self.port}: {exc}"
+                ) from exc
+        return MySQLConnector(
+            host=self.host,
+            port=self.port,
+            user=self.user,
+            database=name,
+            password=self._password.reveal(),
+            ssl=self.ssl,
+            connect_timeout=self.connect_timeout,
+        )
 
     def drop(self) -> None:
         with contextlib.closing(self._connect(None, TargetError)) as conn, conn.cursor() as cur:

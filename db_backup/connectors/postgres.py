@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import os
+import secrets
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -430,6 +431,33 @@ class PostgresConnector:
                 "WHERE NOT i.indisvalid"
             ).fetchall()
         return [f"index {r[0]} is invalid" for r in rows]
+
+    def scratch_target(self, label: str) -> PostgresConnector:
+        """A new, empty database on this server for a restore drill.
+
+        Named ``dbbackup_drill_<label>_<random>``, so it can never be an existing
+        database; this connector's own database is not opened. TargetError naming
+        the server when it cannot be created (no CREATEDB privilege, ...).
+        """
+        name = f"dbbackup_drill_{label}"[:54] + f"_{secrets.token_hex(4)}"
+        with contextlib.closing(self._connect(MAINTENANCE_DB, TargetError)) as conn:
+            conn.autocommit = True
+            try:
+                conn.execute(f"CREATE DATABASE {_ident(name)}")
+            except Exception as exc:
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise TargetError(
+                    f"cannot create scratch database {name} on {self.host}:{self.port}: {first}"
+                ) from exc
+        return PostgresConnector(
+            host=self.host,
+            port=self.port,
+            user=self.user,
+            database=name,
+            password=self._password.reveal(),
+            ssl=self.ssl,
+            connect_timeout=self.connect_timeout,
+        )
 
     def drop(self) -> None:
         """Drop the database (refused by the server while others are connected)."""
