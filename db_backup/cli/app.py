@@ -64,7 +64,7 @@ def run_flow(fn: Callable[..., T], **params: Any) -> T:
     """Run a flow in this process, mapping failures to a one-line error."""
     quiet_prefect_console(state["verbose"])
     try:
-        with progress_display():
+        with progress_display(), attended_run():
             return fn(**params)
     except BackupError as exc:
         fail(str(exc), exc.exit_code)
@@ -75,6 +75,20 @@ def run_flow(fn: Callable[..., T], **params: Any) -> T:
             raise
         fail(f"{type(exc).__name__}: {exc}".splitlines()[0])
     raise AssertionError("unreachable")
+
+
+@contextmanager
+def attended_run() -> Iterator[None]:
+    """No flow-run heartbeats for a run the user is watching in this process.
+
+    Heartbeats let a server notice a worker that died; here the CLI reports the
+    outcome itself, and stopping the heartbeat thread costs up to a second at
+    the end of every run (measured: most of the CLI's fixed cost beyond imports).
+    """
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+    with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+        yield
 
 
 @contextmanager
