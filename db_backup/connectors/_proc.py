@@ -19,9 +19,10 @@ import re
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import IO, BinaryIO
+from typing import IO, Any, BinaryIO
 
 from db_backup.errors import SourceError, TargetError, ToolFailed
 from db_backup.pipeline import COPY_CHUNK
@@ -224,3 +225,47 @@ def _feed(proc: subprocess.Popen[bytes], source: IO[bytes]) -> None:
     finally:
         with contextlib.suppress(BrokenPipeError):
             proc.stdin.close()
+
+
+class RowCounter(threading.Thread):
+    """Counts rows of ``tables`` with ``count(conn, table)`` while a dump runs.
+
+    ``conn`` is a connection already inside the dump's snapshot, so the counts
+    are exactly the rows the dump holds. :meth:`result` waits for the thread and
+    raises SourceError (first useful line of the cause) when counting failed.
+    """
+
+    def __init__(
+        self, name: str, conn: Any, tables: list[str], count: Callable[[Any, str], int]
+    ) -> None:
+        super().__init__(name=name, daemon=True)
+        self._conn = conn
+        self._tables = tables
+        self._count = count
+        self._counts: dict[str, int] = {}
+        self._error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            for table in self._tables:
+                self._counts[table] = self._count(self._conn, table)
+        except BaseException as exc:  # reported by result()
+            self._error = exc
+
+    def result(self) -> dict[str, int]:
+        if self.is_alive():
+            self.join()
+        if self._error is not None:
+            raise SourceError(
+                f"counting rows in the dump's snapshot failed: {first_line(self._error)}"
+            )
+        return dict(self._counts)
+
+
+def first_line(exc: BaseException) -> str:
+    """The most telling line of an error (a FATAL/error line, else the first)."""
+    lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
+    for ln in lines:
+        if "FATAL" in ln or "error" in ln.lower():
+            return ln
+    return lines[0] if lines else type(exc).__name__

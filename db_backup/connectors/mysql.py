@@ -32,7 +32,6 @@ import os
 import secrets
 import subprocess
 import tempfile
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -185,7 +184,7 @@ class MySQLConnector:
             locked = _try_global_lock(conn)
             _scalar(conn, "SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
             _scalar(conn, "START TRANSACTION WITH CONSISTENT SNAPSHOT")
-            counter = _Counter(conn, tables)
+            counter = _proc.RowCounter("mysql-row-counts", conn, tables, _count)
             self._run_dump(tool, sink, conn if locked else None, counter)
             counter.join()
         finally:
@@ -207,7 +206,7 @@ class MySQLConnector:
             extra={"database": self.database, "exact_counts": exact},
         )
 
-    def _run_dump(self, tool: str, sink: DumpSink, locked: Any, counter: _Counter) -> None:
+    def _run_dump(self, tool: str, sink: DumpSink, locked: Any, counter: _proc.RowCounter) -> None:
         what = f"database {self.database!r}"
         with (
             self._defaults_file() as defaults,
@@ -336,31 +335,6 @@ class MySQLConnector:
             cur.execute(f"DROP DATABASE IF EXISTS {_ident(self.database)}")
 
 
-class _Counter(threading.Thread):
-    """Counts rows in our consistent-snapshot transaction while the dump runs."""
-
-    def __init__(self, conn: Any, tables: list[str]) -> None:
-        super().__init__(name="mysql-row-counts", daemon=True)
-        self._conn = conn
-        self._tables = tables
-        self._counts: dict[str, int] = {}
-        self._error: BaseException | None = None
-
-    def run(self) -> None:
-        try:
-            for table in self._tables:
-                self._counts[table] = _count(self._conn, table)
-        except BaseException as exc:  # reported by result()
-            self._error = exc
-
-    def result(self) -> dict[str, int]:
-        if self.is_alive():
-            self.join()
-        if self._error is not None:
-            raise SourceError(f"counting rows in the dump's snapshot failed: {self._error}")
-        return dict(self._counts)
-
-
 class _StartWatcher:
     """Write-through to the sink that notices when mariadb-dump is inside its snapshot.
 
@@ -370,7 +344,7 @@ class _StartWatcher:
     check for mariadb-dump's completion line.
     """
 
-    def __init__(self, out: IO[bytes], locked: Any, counter: _Counter) -> None:
+    def __init__(self, out: IO[bytes], locked: Any, counter: _proc.RowCounter) -> None:
         self._out = out
         self._locked = locked
         self._counter = counter

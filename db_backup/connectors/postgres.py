@@ -22,7 +22,6 @@ import contextlib
 import copy
 import os
 import secrets
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -176,7 +175,7 @@ class PostgresConnector:
             conn.execute("SET LOCAL max_parallel_workers_per_gather = 0")
             tables = _list_tables(conn)
             objects = _object_owners(conn)
-            counter = _Counter(conn, tables)
+            counter = _proc.RowCounter("pg-row-counts", conn, tables, _count)
             counter.start()
             try:
                 self._run_pg_dump(pg_dump, snapshot, sink)
@@ -466,31 +465,6 @@ class PostgresConnector:
             conn.execute(f"DROP DATABASE IF EXISTS {_ident(self.database)}")
 
 
-class _Counter(threading.Thread):
-    """Counts rows in the exporting transaction while pg_dump runs."""
-
-    def __init__(self, conn: Any, tables: list[str]) -> None:
-        super().__init__(name="pg-row-counts", daemon=True)
-        self._conn = conn
-        self._tables = tables
-        self._counts: dict[str, int] = {}
-        self._error: BaseException | None = None
-
-    def run(self) -> None:
-        try:
-            for table in self._tables:
-                self._counts[table] = _count(self._conn, table)
-        except BaseException as exc:  # reported by result()
-            self._error = exc
-
-    def result(self) -> dict[str, int]:
-        if self._error is not None:
-            raise SourceError(
-                f"counting rows in the dump's snapshot failed: {_first_line(self._error)}"
-            )
-        return dict(self._counts)
-
-
 def check_versions(tool_version: str, server_version: str, database: str) -> None:
     """Refuse a pg_dump older than the server's major version (it cannot dump it)."""
     tool, server = _proc.major_of(tool_version), _proc.major_of(server_version)
@@ -619,10 +593,4 @@ def _safe_file(name: str) -> str:
     return "".join(c if c.isalnum() or c in "._-" else "_" for c in name) or "database"
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    for ln in lines:
-        if "FATAL" in ln or "error" in ln.lower():
-            return ln
-    return lines[0] if lines else type(exc).__name__
+_first_line = _proc.first_line
