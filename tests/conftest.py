@@ -110,7 +110,7 @@ def tiny_disk(tmp_path: Path) -> Iterator[Path]:
     """A real 2 MiB filesystem (tmpfs): writes past it fail with ENOSPC."""
     path = tmp_path / "tiny"
     if not _mount_tmpfs(path, "size=2m"):
-        pytest.skip("cannot mount a tmpfs here (needs root)")
+        need_service(False, "mounting a tmpfs (needs root)")
     try:
         yield path
     finally:
@@ -122,7 +122,7 @@ def readonly_dir(tmp_path: Path) -> Iterator[Path]:
     """A read-only filesystem: even root cannot write to it (EROFS)."""
     path = tmp_path / "ro"
     if not _mount_tmpfs(path, "ro,size=1m"):
-        pytest.skip("cannot mount a tmpfs here (needs root)")
+        need_service(False, "mounting a tmpfs (needs root)")
     try:
         yield path
     finally:

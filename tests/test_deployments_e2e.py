@@ -8,7 +8,6 @@ One server (and one worker) serves every test of this module.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
@@ -509,8 +508,6 @@ def test_apply_fleet_twice_changes_nothing_the_second_time(
 
 
 def test_postgres_backup_through_a_deployment(stack: Stack, deployed: tuple[Path, Path]) -> None:
-    if importlib.util.find_spec("db_backup.connectors.postgres") is None:
-        pytest.skip("the PostgreSQL connector (db_backup.connectors.postgres) is not merged yet")
     ready = subprocess.run(["pg_isready", "-q", "-h", "127.0.0.1", "-p", "5432"], check=False)
     need_service(ready.returncode == 0, "PostgreSQL on 127.0.0.1:5432")
     db = f"e2e_{os.getpid()}"

@@ -269,3 +269,8 @@ def first_line(exc: BaseException) -> str:
         if "FATAL" in ln or "error" in ln.lower():
             return ln
     return lines[0] if lines else type(exc).__name__
+
+
+def env_password(names: Sequence[str]) -> str | None:
+    """The first non-empty password among the environment variables ``names``."""
+    return next((os.environ[n] for n in names if os.environ.get(n)), None)

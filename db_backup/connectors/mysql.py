@@ -28,7 +28,6 @@ afterwards; never argv, never a URL.
 from __future__ import annotations
 
 import contextlib
-import os
 import secrets
 import subprocess
 import tempfile
@@ -113,7 +112,7 @@ class MySQLConnector:
         self.database = database
         self.ssl = dict(ssl or {})
         self.connect_timeout = connect_timeout
-        self._password = Secret(password or _env_password())
+        self._password = Secret(password or _proc.env_password(PASSWORD_ENVS))
 
     def __repr__(self) -> str:
         return f"MySQLConnector({self.describe()!r})"
@@ -468,14 +467,6 @@ def _mysql_message(exc: BaseException) -> str:
     if len(args) >= 2 and isinstance(args[1], str):
         return args[1].splitlines()[0]
     return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-
-
-def _env_password() -> str | None:
-    for name in PASSWORD_ENVS:
-        value = os.environ.get(name)
-        if value:
-            return value
-    return None
 
 
 def _option_escape(value: str) -> str:

@@ -98,7 +98,7 @@ class PostgresConnector:
         self.ssl = dict(ssl or {})
         self.include_globals = include_globals
         self.connect_timeout = connect_timeout
-        self._password = Secret(password or _env_password())
+        self._password = Secret(password or _proc.env_password(PASSWORD_ENVS))
 
     def __repr__(self) -> str:
         return f"PostgresConnector({self.describe()!r})"
@@ -571,14 +571,6 @@ def _decoded_file(source: RestoreSource, obj: Any, staging: Path) -> Iterator[Pa
         yield path
     finally:
         path.unlink(missing_ok=True)
-
-
-def _env_password() -> str | None:
-    for name in PASSWORD_ENVS:
-        value = os.environ.get(name)
-        if value:
-            return value
-    return None
 
 
 def _pgpass_escape(value: str) -> str:
