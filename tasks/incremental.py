@@ -6,9 +6,8 @@ from pathlib import Path
 
 from db_backup.blocks.resolve import resolve_database, resolve_storage
 from db_backup.tasks.encryption import load_data_key
-from db_backup.tasks.retry import IO_JITTER, IO_RETRIES, IO_RETRY_DELAYS, retry_transient
-from prefect import get_run_logger, task
-from prefect.cache_policies import NONE
+from db_backup.tasks.policy import ONCE, io_task
+from prefect import get_run_logger
 
 from db_backup import incremental as inc
 from db_backup import operations as ops
@@ -19,14 +18,7 @@ from db_backup.progress import current_progress
 from db_backup.units import human_bytes
 
 
-@task(
-    name="dump-chunked",
-    cache_policy=NONE,
-    retries=IO_RETRIES,
-    retry_delay_seconds=IO_RETRY_DELAYS,
-    retry_jitter_factor=IO_JITTER,
-    retry_condition_fn=retry_transient,
-)
+@io_task("dump-chunked")
 def dump_chunked(
     database: str, storage: str, staging: str, level: int, key: KeySource | None = None
 ) -> ops.DumpOutcome:
@@ -61,7 +53,7 @@ def dump_chunked(
     return outcome
 
 
-@task(name="finish-incremental", cache_policy=NONE)
+@io_task("finish-incremental", ONCE)
 def finish_incremental(storage: str, manifest: Manifest, staged: list[StagedObject]) -> Manifest:
     """Check the chunk-store safety rules and account sizes; the manifest to write."""
     return inc.finish_manifest(resolve_storage(storage), manifest, staged)

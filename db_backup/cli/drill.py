@@ -6,7 +6,9 @@ from typing import Annotated
 
 import typer
 
-from db_backup.cli.app import StorageOpt, app, run_flow, storage_location
+from db_backup.cli.app import StorageOpt, app, fail, run_flow, storage_location
+from db_backup.errors import ConfigError
+from db_backup.parsing import refuse_url_secrets
 
 
 @app.command()
@@ -26,6 +28,10 @@ def drill(
     """Restore into a temporary database, compare row counts, run the engine check, drop it."""
     from db_backup.flows.drill import drill_backup
 
+    try:
+        refuse_url_secrets(scratch or "", "scratch URL")
+    except ConfigError as exc:
+        fail(str(exc), exc.exit_code)
     result = run_flow(
         drill_backup,
         name=name,
