@@ -18,7 +18,7 @@ from prefect.cache_policies import NONE
 
 from db_backup import operations as ops
 from db_backup.catalog import allocate_backup_id, list_backups
-from db_backup.keys import KeySource, require_encrypted
+from db_backup.crypto.keys import KeySource, require_encrypted
 from db_backup.manifest import Manifest, StoredObject
 from db_backup.pipeline import DumpSink, StagedObject
 from db_backup.progress import current_progress

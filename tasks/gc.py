@@ -10,9 +10,9 @@ from db_backup.tasks.retry import IO_JITTER, IO_RETRIES, IO_RETRY_DELAYS, retry_
 from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
 
-from db_backup.chunkgc import collect_garbage
-from db_backup.chunkstore import MAX_BACKUP_TIME, REFRESH_AGE
-from db_backup.keys import passphrase_from_env
+from db_backup.chunks.gc import collect_garbage
+from db_backup.chunks.index import MAX_BACKUP_TIME, REFRESH_AGE
+from db_backup.crypto.keys import passphrase_from_env
 from db_backup.units import human_bytes
 
 DEFAULT_GRACE_HOURS = (REFRESH_AGE + MAX_BACKUP_TIME).total_seconds() / 3600

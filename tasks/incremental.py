@@ -10,9 +10,9 @@ from db_backup.tasks.retry import IO_JITTER, IO_RETRIES, IO_RETRY_DELAYS, retry_
 from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
 
-from db_backup import incremental as inc
 from db_backup import operations as ops
-from db_backup.keys import KeySource, require_encrypted
+from db_backup.chunks import incremental as inc
+from db_backup.crypto.keys import KeySource, require_encrypted
 from db_backup.manifest import Manifest
 from db_backup.pipeline import StagedObject
 from db_backup.progress import current_progress

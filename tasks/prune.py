@@ -10,8 +10,9 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NONE
 
-from db_backup import pruning, reports
-from db_backup.retention import Policy, utcnow
+from db_backup import reports
+from db_backup.retention import prune as pruning
+from db_backup.retention.policy import Policy, utcnow
 
 
 @task(

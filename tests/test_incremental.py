@@ -11,14 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from db_backup import chunkgc
-from db_backup import chunkstore as cs
-from db_backup import incremental as inc
 from db_backup import operations as ops
 from db_backup.catalog import list_backups, objects_of
-from db_backup.chunking import ChunkParams
+from db_backup.chunks import gc as chunkgc
+from db_backup.chunks import incremental as inc
+from db_backup.chunks import index as cs
+from db_backup.chunks.chunking import ChunkParams
 from db_backup.connectors.base import RestoreRequest, RestoreSource
-from db_backup.connectors.sqlite import SqliteConnector
+from db_backup.connectors.sqlite.logical import SqliteConnector
 from db_backup.errors import (
     ChecksumMismatch,
     ConfigError,

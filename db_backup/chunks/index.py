@@ -26,7 +26,7 @@ from a listing and deletes later, a backup that ran while a GC ran re-checks,
 before writing its manifest, that every chunk it references exists, and fails
 (writing nothing) if one is missing.
 
-**Encryption** (with a :class:`~db_backup.crypto.DataKey`): every chunk is
+**Encryption** (with a :class:`~db_backup.crypto.stream.DataKey`): every chunk is
 compressed then sealed, and named by ``key.chunk_id(raw)`` (a keyed hash), in a
 namespace of its own per key id; so a chunk name reveals no plaintext hash, the
 same plaintext under the same key still dedups, and chunks of different keys
@@ -54,8 +54,8 @@ from typing import Any, BinaryIO
 
 import zstandard
 
-from db_backup.chunking import Chunker, ChunkParams
-from db_backup.crypto import ALGORITHM, DataKey, header_key_id
+from db_backup.chunks.chunking import Chunker, ChunkParams
+from db_backup.crypto.stream import ALGORITHM, DataKey, header_key_id
 from db_backup.errors import (
     ChecksumMismatch,
     ConfigError,
