@@ -158,7 +158,7 @@ def download_verified(
     """
     dest = staging / obj.key.replace("/", "__")
     if "chunked" in obj.encoding:
-        from db_backup.chunks.index import materialize
+        from db_backup.chunks.reader import materialize
 
         return materialize(storage, obj, dest, key)
     try:
@@ -183,7 +183,7 @@ def verify_stored(storage: Storage, obj: StoredObject, key: DataKey | None = Non
     dump's; an encrypted chunked object needs ``key`` (EncryptionError without it).
     """
     if "chunked" in obj.encoding:
-        from db_backup.chunks.index import verify_chunked
+        from db_backup.chunks.reader import verify_chunked
 
         verify_chunked(storage, obj, key)
         return

@@ -120,7 +120,7 @@ def whole_sealed_objects(manifest: Manifest) -> bool:
     """True when the staged objects of ``manifest`` are ciphertext (encrypted full backup).
 
     Encrypted chunked objects are decrypted, chunk by chunk, while they are
-    staged (:func:`db_backup.chunks.index.materialize`), so they need no decode
+    staged (:func:`db_backup.chunks.reader.materialize`), so they need no decode
     layer; a manifest mixing both kinds is refused.
     """
     sealed = [o for o in manifest.objects if ALGORITHM in o.encoding]

@@ -14,7 +14,8 @@ from pathlib import Path
 
 from db_backup.chunks.chunking import ChunkParams
 from db_backup.chunks.gc import check_concurrent_gc
-from db_backup.chunks.index import ChunkedStagedObject, ChunkingSink, ChunkPolicy, StorageClock
+from db_backup.chunks.index import ChunkPolicy, StorageClock
+from db_backup.chunks.writer import ChunkedStagedObject, ChunkingSink
 from db_backup.crypto.stream import DataKey
 from db_backup.errors import ConfigError, IntegrityError
 from db_backup.manifest import INCREMENTAL_FORMAT_VERSION, Manifest
