@@ -13,10 +13,10 @@ import os
 import tempfile
 from pathlib import Path
 
-from db_backup.chunkstore import is_chunked
-from db_backup.crypto import DataKey
+from db_backup.chunks.index import is_chunked
+from db_backup.crypto.keys import backup_key_id
+from db_backup.crypto.stream import DataKey
 from db_backup.errors import EncryptionError, TargetError
-from db_backup.keys import backup_key_id
 from db_backup.manifest import Manifest, StoredObject
 from db_backup.operations import download_verified
 from db_backup.pipeline import copy_stream, open_decoded

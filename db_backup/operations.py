@@ -18,7 +18,7 @@ from db_backup.pipeline import DumpSink, StagedObject, check_digest, sha256_file
 from db_backup.storage.base import Storage
 
 if TYPE_CHECKING:
-    from db_backup.crypto import DataKey
+    from db_backup.crypto.stream import DataKey
 
 
 @dataclass
@@ -158,7 +158,7 @@ def download_verified(
     """
     dest = staging / obj.key.replace("/", "__")
     if "chunked" in obj.encoding:
-        from db_backup.chunkstore import materialize
+        from db_backup.chunks.reader import materialize
 
         return materialize(storage, obj, dest, key)
     try:
@@ -183,7 +183,7 @@ def verify_stored(storage: Storage, obj: StoredObject, key: DataKey | None = Non
     dump's; an encrypted chunked object needs ``key`` (EncryptionError without it).
     """
     if "chunked" in obj.encoding:
-        from db_backup.chunkstore import verify_chunked
+        from db_backup.chunks.reader import verify_chunked
 
         verify_chunked(storage, obj, key)
         return

@@ -9,9 +9,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from db_backup.checks import VerifyOutcome
-from db_backup.drill import DrillReport
-from db_backup.pruning import PrunePlan, PruneResult
+from db_backup.checks.drill import DrillReport
+from db_backup.checks.records import VerifyOutcome
+from db_backup.retention.prune import PrunePlan, PruneResult
 from db_backup.units import human_bytes
 
 _KEY_RE = re.compile(r"[^a-z0-9-]+")

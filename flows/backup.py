@@ -19,9 +19,9 @@ from db_backup.tasks.incremental import dump_chunked, finish_incremental
 from prefect import get_run_logger
 
 from db_backup import operations as ops
+from db_backup.chunks.incremental import check_mode
+from db_backup.crypto.keys import manifest_record
 from db_backup.defaults import DEFAULT_STORAGE
-from db_backup.incremental import check_mode
-from db_backup.keys import manifest_record
 from db_backup.manifest import check_name
 from db_backup.parsing import url_secret_problem
 from db_backup.pipeline import DEFAULT_LEVEL

@@ -17,7 +17,7 @@ from db_backup.tasks.restore import find_manifest
 from prefect import flow
 
 from db_backup import reports
-from db_backup.drill import summary_line
+from db_backup.checks.drill import summary_line
 from db_backup.errors import DrillFailed
 from db_backup.manifest import check_name
 

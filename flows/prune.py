@@ -14,8 +14,8 @@ from prefect import flow, get_run_logger
 from db_backup import reports
 from db_backup.errors import StorageError
 from db_backup.manifest import check_name
-from db_backup.pruning import DEFAULT_ORPHAN_GRACE
-from db_backup.retention import Policy, parse_duration
+from db_backup.retention.policy import Policy, parse_duration
+from db_backup.retention.prune import DEFAULT_ORPHAN_GRACE
 
 
 def build_policy(

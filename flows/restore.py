@@ -19,11 +19,11 @@ from db_backup.tasks.restore import (
 from prefect import get_run_logger
 
 from db_backup import reports
-from db_backup.checks import VerifyOutcome, verify_record
-from db_backup.chunkstore import is_sealed
+from db_backup.checks.records import VerifyOutcome, verify_record
+from db_backup.chunks.index import is_sealed
+from db_backup.crypto.keys import KeySource
 from db_backup.defaults import DEFAULT_STORAGE
 from db_backup.errors import BackupNotFound, VerificationFailed
-from db_backup.keys import KeySource
 from db_backup.manifest import Manifest, check_name
 from db_backup.staging import staging_dir
 

@@ -11,7 +11,7 @@ from prefect import get_run_logger
 
 from db_backup import operations as ops
 from db_backup.catalog import allocate_backup_id, list_backups
-from db_backup.keys import KeySource, require_encrypted
+from db_backup.crypto.keys import KeySource, require_encrypted
 from db_backup.manifest import Manifest, StoredObject
 from db_backup.pipeline import DumpSink, StagedObject
 from db_backup.progress import current_progress

@@ -17,11 +17,12 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NONE
 
-from db_backup import drill, reports
-from db_backup.checks import CheckRecord, VerifyOutcome, record_check, verify_backup_objects
+from db_backup import reports
+from db_backup.checks import drill
+from db_backup.checks.records import CheckRecord, VerifyOutcome, record_check, verify_backup_objects
 from db_backup.connectors.base import Connector
 from db_backup.connectors.scratch import default_scratch_base, open_scratch, scratch_label
-from db_backup.keys import KeySource
+from db_backup.crypto.keys import KeySource
 from db_backup.manifest import Manifest
 from db_backup.units import human_bytes
 

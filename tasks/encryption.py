@@ -3,7 +3,7 @@
 The passphrase comes from a Prefect ``Secret`` block (``passphrase_secret``)
 or ``$DB_BACKUP_PASSPHRASE``; it is read inside the task that needs it and
 never passed as a parameter, returned, logged or put in a message. Tasks pass
-:class:`~db_backup.keys.KeySource` (store, key id, secret name) instead.
+:class:`~db_backup.crypto.keys.KeySource` (store, key id, secret name) instead.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from db_backup.tasks.retry import SHORT_RETRY_DELAYS, retry_transient
 from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
 
-from db_backup import keys
 from db_backup.catalog import list_backups
-from db_backup.crypto import ALGORITHM, DataKey
+from db_backup.crypto import keys
+from db_backup.crypto.stream import ALGORITHM, DataKey
 from db_backup.errors import ConfigError, EncryptionError
 from db_backup.manifest import Manifest
 from db_backup.pipeline import COPY_CHUNK, EncodeLayer
@@ -60,7 +60,8 @@ def encode_layers(
     source: keys.KeySource | None,
 ) -> contextlib.AbstractContextManager[list[tuple[str, EncodeLayer]]]:
     """The DumpSink layers for ``source`` (none when it is None); the key is unlocked in
-    the background while the connector starts (see :func:`db_backup.keys.unlocking_layers`)."""
+    the background while the connector starts (see
+    :func:`db_backup.crypto.keys.unlocking_layers`)."""
     if source is None:
         return contextlib.nullcontext([])
     passphrase = load_passphrase(source.passphrase_secret)
@@ -119,7 +120,7 @@ def whole_sealed_objects(manifest: Manifest) -> bool:
     """True when the staged objects of ``manifest`` are ciphertext (encrypted full backup).
 
     Encrypted chunked objects are decrypted, chunk by chunk, while they are
-    staged (:func:`db_backup.chunkstore.materialize`), so they need no decode
+    staged (:func:`db_backup.chunks.reader.materialize`), so they need no decode
     layer; a manifest mixing both kinds is refused.
     """
     sealed = [o for o in manifest.objects if ALGORITHM in o.encoding]

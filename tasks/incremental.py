@@ -9,9 +9,9 @@ from db_backup.tasks.encryption import load_data_key
 from db_backup.tasks.policy import ONCE, io_task
 from prefect import get_run_logger
 
-from db_backup import incremental as inc
 from db_backup import operations as ops
-from db_backup.keys import KeySource, require_encrypted
+from db_backup.chunks import incremental as inc
+from db_backup.crypto.keys import KeySource, require_encrypted
 from db_backup.manifest import Manifest
 from db_backup.pipeline import StagedObject
 from db_backup.progress import current_progress

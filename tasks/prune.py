@@ -9,8 +9,9 @@ from db_backup.tasks.policy import LOOKUP, ONCE, io_task
 from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
-from db_backup import pruning, reports
-from db_backup.retention import Policy, utcnow
+from db_backup import reports
+from db_backup.retention import prune as pruning
+from db_backup.retention.policy import Policy, utcnow
 
 
 @io_task("plan-prune", LOOKUP)

@@ -22,9 +22,9 @@ from prefect.cache_policies import NONE
 
 from db_backup import operations as ops
 from db_backup.catalog import find_backup, list_backups
-from db_backup.chunkstore import is_sealed
+from db_backup.chunks.index import is_sealed
 from db_backup.connectors.base import RestoreRequest, RestoreResult, RestoreSource
-from db_backup.keys import KeySource
+from db_backup.crypto.keys import KeySource
 from db_backup.manifest import Manifest, StoredObject
 from db_backup.units import human_bytes
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from db_backup import operations as ops
 from db_backup.catalog import allocate_backup_id
-from db_backup.connectors.sqlite import SqliteConnector
+from db_backup.connectors.sqlite.logical import SqliteConnector
 from db_backup.manifest import Manifest, new_backup_id
 from db_backup.pipeline import DumpSink
 from db_backup.storage.base import Storage

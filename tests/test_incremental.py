@@ -11,14 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from db_backup import chunkgc
-from db_backup import chunkstore as cs
-from db_backup import incremental as inc
 from db_backup import operations as ops
 from db_backup.catalog import list_backups, objects_of
-from db_backup.chunking import ChunkParams
+from db_backup.chunks import gc as chunkgc
+from db_backup.chunks import incremental as inc
+from db_backup.chunks import index as cs
+from db_backup.chunks import reader as chunk_reader
+from db_backup.chunks.chunking import ChunkParams
 from db_backup.connectors.base import RestoreRequest, RestoreSource
-from db_backup.connectors.sqlite import SqliteConnector
+from db_backup.connectors.sqlite.logical import SqliteConnector
 from db_backup.errors import (
     ChecksumMismatch,
     ConfigError,
@@ -183,7 +184,7 @@ def test_chunk_whose_content_differs_from_its_name_is_a_checksum_mismatch(
     forged = zstandard.ZstdCompressor().compress(b"x" * raw)  # a valid frame, wrong bytes
     store.put_bytes(cs.chunk_key(digest), forged)
     with pytest.raises(ChecksumMismatch, match="altered or corrupted"):
-        cs._fetch(store, digest, raw, len(forged), m.objects[0].key)
+        chunk_reader._fetch(store, digest, raw, len(forged), m.objects[0].key)
     with pytest.raises(ChecksumMismatch, match=digest[:12]):
         ops.download_verified(store, m.objects[0], tmp_path)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from db_backup.connectors import connector_from_url
-from db_backup.connectors.postgres import PostgresConnector
+from db_backup.connectors.postgres.logical import PostgresConnector
 from db_backup.errors import ConfigError, SourceError, TargetError, ToolFailed
 from tests import server_helpers as h
 from tests.conftest import CliRunner, need_service
@@ -73,7 +73,7 @@ def test_row_counts_come_from_the_dumps_snapshot(
     rich: str, dbs: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Rows committed while the backup counts are neither counted nor dumped."""
-    from db_backup.connectors import postgres
+    from db_backup.connectors.postgres import logical as postgres
 
     real_count = postgres._count
 

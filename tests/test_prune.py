@@ -18,13 +18,13 @@ import pytest
 
 from db_backup import operations as ops
 from db_backup.catalog import list_backups
-from db_backup.checks import CheckRecord, record_check
+from db_backup.checks.records import CheckRecord, record_check
 from db_backup.connectors.base import RestoreRequest, RestoreSource
-from db_backup.connectors.sqlite import SqliteConnector
+from db_backup.connectors.sqlite.logical import SqliteConnector
 from db_backup.errors import ConfigError, StorageError
 from db_backup.manifest import Manifest, StoredObject, manifest_key
-from db_backup.pruning import apply_plan, plan_prune
-from db_backup.retention import Policy
+from db_backup.retention.policy import Policy
+from db_backup.retention.prune import apply_plan, plan_prune
 from db_backup.storage.base import Storage
 from db_backup.storage.local import LocalStorage
 from tests.backup_helpers import make_backup

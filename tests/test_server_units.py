@@ -6,12 +6,13 @@ import io
 
 import pytest
 
-from db_backup.connectors import _proc, connector_from_url, pg_toc, reject_url_password
-from db_backup.connectors.mysql import MySQLConnector
-from db_backup.connectors.mysql import check_versions as my_check
-from db_backup.connectors.mysql_filter import filter_tables, filtered_stream
-from db_backup.connectors.postgres import PostgresConnector, resolve_tables
-from db_backup.connectors.postgres import check_versions as pg_check
+from db_backup.connectors import _proc, connector_from_url, reject_url_password
+from db_backup.connectors.mysql.filter import filter_tables, filtered_stream
+from db_backup.connectors.mysql.logical import MySQLConnector
+from db_backup.connectors.mysql.logical import check_versions as my_check
+from db_backup.connectors.postgres import toc as pg_toc
+from db_backup.connectors.postgres.logical import PostgresConnector, resolve_tables
+from db_backup.connectors.postgres.logical import check_versions as pg_check
 from db_backup.errors import ConfigError, SourceError
 from db_backup.manifest import Manifest
 

@@ -196,7 +196,7 @@ def backup(
 
     try:
         ref = database_reference(kind, database, url)
-        from db_backup.incremental import check_mode
+        from db_backup.chunks.incremental import check_mode
 
         check_mode(mode)
     except BackupError as exc:
@@ -248,7 +248,7 @@ def list_cmd(
     """List complete backups (those with a manifest), oldest first, with their last drill."""
     from db_backup.blocks.resolve import resolve_storage
     from db_backup.catalog import list_backups
-    from db_backup.checks import drill_fields, latest_checks
+    from db_backup.checks.records import drill_fields, latest_checks
 
     skipped: list[str] = []
 

@@ -30,8 +30,8 @@ def export(
     """
     from db_backup.blocks.resolve import resolve_storage
     from db_backup.catalog import find_backup
+    from db_backup.crypto.keys import backup_key_id, unlock_key
     from db_backup.export import export_backup
-    from db_backup.keys import backup_key_id, unlock_key
     from db_backup.tasks.encryption import load_passphrase
     from db_backup.units import human_bytes
 
@@ -87,8 +87,8 @@ def gc(
     from datetime import timedelta
 
     from db_backup.blocks.resolve import resolve_storage
-    from db_backup.chunkgc import collect_garbage
-    from db_backup.keys import passphrase_from_env
+    from db_backup.chunks.gc import collect_garbage
+    from db_backup.crypto.keys import passphrase_from_env
     from db_backup.tasks.encryption import load_passphrase
     from db_backup.units import human_bytes
 

@@ -17,10 +17,10 @@ from db_backup.errors import ConfigError
 
 # engine -> (module, factory-from-url function name)
 ENGINES: dict[str, tuple[str, str]] = {
-    "sqlite": ("db_backup.connectors.sqlite", "SqliteConnector"),
-    "mongodb": ("db_backup.connectors.mongodb", "MongoConnector"),
-    "postgres": ("db_backup.connectors.postgres", "from_url:from_url"),
-    "mysql": ("db_backup.connectors.mysql", "from_url:from_url"),
+    "sqlite": ("db_backup.connectors.sqlite.logical", "SqliteConnector"),
+    "mongodb": ("db_backup.connectors.mongodb.logical", "MongoConnector"),
+    "postgres": ("db_backup.connectors.postgres.logical", "from_url:from_url"),
+    "mysql": ("db_backup.connectors.mysql.logical", "from_url:from_url"),
 }
 ALIASES = {
     "sqlite3": "sqlite",

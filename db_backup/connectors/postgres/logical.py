@@ -27,9 +27,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from db_backup.connectors import _proc, pg_toc
+from db_backup.connectors import _proc
 from db_backup.connectors._proc import Secret
 from db_backup.connectors.base import DumpResult, RestoreRequest, RestoreResult, RestoreSource
+from db_backup.connectors.postgres import toc as pg_toc
 from db_backup.errors import ConfigError, IntegrityError, SourceError, TargetError
 from db_backup.manifest import Manifest
 from db_backup.pipeline import DumpSink, copy_stream

@@ -40,7 +40,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
-from db_backup.crypto import (
+from db_backup.crypto.stream import (
     ALGORITHM,
     FORMAT_NAME,
     FORMAT_VERSION,

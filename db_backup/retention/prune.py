@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from db_backup.catalog import RESERVED_PREFIXES
-from db_backup.checks import CheckState, checks_from_listing
+from db_backup.checks.records import CheckState, checks_from_listing
 from db_backup.errors import BackupError, ManifestError, StorageError
 from db_backup.manifest import (
     MANIFEST_NAME,
@@ -42,7 +42,7 @@ from db_backup.manifest import (
     parse_backup_id,
     parse_manifest,
 )
-from db_backup.retention import Backup, Decision, Policy, select
+from db_backup.retention.policy import Backup, Decision, Policy, select
 from db_backup.storage.base import ObjectInfo, Storage
 
 DEFAULT_ORPHAN_GRACE = timedelta(hours=24)

@@ -5,7 +5,7 @@ the manifest), restores it into a **scratch** database created for the drill
 (see :mod:`db_backup.connectors.scratch`), compares the rows of every table
 with the counts the manifest recorded at backup time, runs the engine's own
 integrity check, drops the scratch database, and records the result next to
-the backup (:mod:`db_backup.checks`).
+the backup (:mod:`db_backup.checks.records`).
 
 A problem with the backup (altered object, failed restore, row counts that
 disagree, integrity check errors) is a *failed* drill and is recorded. A
@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from db_backup import operations as ops
-from db_backup.checks import CheckRecord
+from db_backup.checks.records import CheckRecord
 from db_backup.connectors.base import Connector, RestoreRequest, RestoreSource
 from db_backup.errors import (
     EncryptionError,

@@ -18,7 +18,7 @@ Restore: the ``mariadb``/``mysql`` client reads the dump into the same or
 another database (created when missing, dropped again if the restore fails).
 MySQL DDL commits implicitly, so a failed restore into an existing database
 can leave it partly restored: restore into a new name when in doubt.
-Selective restore filters the stream (:mod:`db_backup.connectors.mysql_filter`).
+Selective restore filters the stream (:mod:`db_backup.connectors.mysql.filter`).
 
 Passwords: the block's, else ``$DB_BACKUP_MYSQL_PASSWORD``, else
 ``$MYSQL_PWD``. Tools get them in a 0600 ``--defaults-extra-file`` removed
@@ -39,7 +39,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 from db_backup.connectors import _proc
 from db_backup.connectors._proc import Secret
 from db_backup.connectors.base import DumpResult, RestoreRequest, RestoreResult, RestoreSource
-from db_backup.connectors.mysql_filter import filtered_stream
+from db_backup.connectors.mysql.filter import filtered_stream
 from db_backup.errors import ConfigError, IntegrityError, SourceError, TargetError, ToolFailed
 from db_backup.manifest import Manifest
 from db_backup.pipeline import COPY_CHUNK, DumpSink
