@@ -31,6 +31,7 @@ from datetime import datetime, timedelta
 
 from db_backup.catalog import RESERVED_PREFIXES
 from db_backup.checks.records import CheckState, checks_from_listing
+from db_backup.defaults import ORPHAN_GRACE
 from db_backup.errors import BackupError, ManifestError, StorageError
 from db_backup.manifest import (
     MANIFEST_NAME,
@@ -45,7 +46,7 @@ from db_backup.manifest import (
 from db_backup.retention.policy import Backup, Decision, Policy, select
 from db_backup.storage.base import ObjectInfo, Storage
 
-DEFAULT_ORPHAN_GRACE = timedelta(hours=24)
+DEFAULT_ORPHAN_GRACE = ORPHAN_GRACE
 SkipFn = Callable[[str, Exception], None]
 
 
