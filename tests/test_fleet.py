@@ -118,7 +118,8 @@ def test_storage_url_with_credentials_is_refused_when_read() -> None:
     assert "TopSecret" not in problem
     job = GOOD.replace("    type: sqlite\n", "    type: sqlite\n    storage: s3://K:TopSecret@b\n")
     (problem,) = refused(job)
-    assert problem.startswith("jobs.yaml:12: databases.shop.storage:") and "TopSecret" not in problem
+    assert problem.startswith("jobs.yaml:12: databases.shop.storage:")
+    assert "TopSecret" not in problem
 
 
 @pytest.mark.parametrize("within", ["90m", "1.5d", "3 days", "0h"])

@@ -16,7 +16,7 @@ def build_policy(
     keep_within: str | None = None,
     timezone: str = "UTC",
 ) -> Policy:
-    """A validated policy; ConfigError for a bad duration, an unknown zone, or one that keeps nothing.
+    """A validated policy; ConfigError for a bad duration or zone, or one that keeps nothing.
 
     The prune flow, ``db-backup prune`` and the fleet file all call this, so a
     policy the fleet file accepts is one every scheduled prune accepts too.
