@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from db_backup.flows.alerting import alerting_flow
 from db_backup.flows.common import DEFAULT_STORAGE, current_flow_run_id, staging_dir
-from db_backup.flows.hooks import name_failed_step, notify_failure
 from db_backup.tasks.drill import (
     create_scratch,
     drill_into,
@@ -14,7 +14,6 @@ from db_backup.tasks.drill import (
     store_check,
 )
 from db_backup.tasks.restore import find_manifest
-from prefect import flow
 
 from db_backup import reports
 from db_backup.checks.drill import summary_line
@@ -22,13 +21,7 @@ from db_backup.errors import DrillFailed
 from db_backup.manifest import check_name
 
 
-@flow(
-    name="drill-backup",
-    flow_run_name="drill-{name}-{backup}",
-    on_failure=[notify_failure],
-    on_crashed=[notify_failure],
-)
-@name_failed_step
+@alerting_flow("drill-backup", flow_run_name="drill-{name}-{backup}")
 def drill_backup(
     name: str,
     backup: str = "latest",

@@ -13,9 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from db_backup.blocks.resolve import resolve_storage
-from db_backup.tasks.retry import SHORT_RETRY_DELAYS, retry_transient
-from prefect import get_run_logger, task
-from prefect.cache_policies import NONE
+from db_backup.tasks.policy import LOOKUP, io_task
+from prefect import get_run_logger
 
 from db_backup.catalog import list_backups
 from db_backup.crypto import keys
@@ -68,13 +67,7 @@ def encode_layers(
     return keys.unlocking_layers(resolve_storage(source.storage), source.key_id, passphrase)
 
 
-@task(
-    name="prepare-encryption",
-    cache_policy=NONE,
-    retries=2,
-    retry_delay_seconds=SHORT_RETRY_DELAYS,
-    retry_condition_fn=retry_transient,
-)
+@io_task("prepare-encryption", LOOKUP)
 def prepare_encryption(storage: str, passphrase_secret: str | None) -> keys.KeySource:
     """The key new backups use (created on first use); fails at once without a passphrase.
 
@@ -92,13 +85,7 @@ def prepare_encryption(storage: str, passphrase_secret: str | None) -> keys.KeyS
     return keys.KeySource(storage, key_id, passphrase_secret)
 
 
-@task(
-    name="unlock-key",
-    cache_policy=NONE,
-    retries=2,
-    retry_delay_seconds=SHORT_RETRY_DELAYS,
-    retry_condition_fn=retry_transient,
-)
+@io_task("unlock-key", LOOKUP)
 def unlock_backup_key(
     storage: str, manifest: Manifest, passphrase_secret: str | None
 ) -> keys.KeySource | None:

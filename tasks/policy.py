@@ -40,7 +40,7 @@ TRANSFER = RetryPolicy(retries=3, delays=(2.0, 8.0, 30.0), jitter=0.5)
 LOOKUP = RetryPolicy(retries=2, delays=(2.0, 8.0))
 ONCE = RetryPolicy(retries=0)
 
-# The figures under their old names (tasks/retry.py).
+# The figures under their old names.
 IO_RETRIES = TRANSFER.retries
 IO_RETRY_DELAYS: list[float] = list(TRANSFER.delays)
 SHORT_RETRY_DELAYS: list[float] = list(LOOKUP.delays)

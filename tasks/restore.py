@@ -10,15 +10,8 @@ from db_backup.tasks.encryption import (
     load_data_key,
     whole_sealed_objects,
 )
-from db_backup.tasks.retry import (
-    IO_JITTER,
-    IO_RETRIES,
-    IO_RETRY_DELAYS,
-    SHORT_RETRY_DELAYS,
-    retry_transient,
-)
-from prefect import get_run_logger, task
-from prefect.cache_policies import NONE
+from db_backup.tasks.policy import LOOKUP, ONCE, io_task
+from prefect import get_run_logger
 
 from db_backup import operations as ops
 from db_backup.catalog import find_backup, list_backups
@@ -29,25 +22,13 @@ from db_backup.manifest import Manifest, StoredObject
 from db_backup.units import human_bytes
 
 
-@task(
-    name="find-backup",
-    cache_policy=NONE,
-    retries=2,
-    retry_delay_seconds=SHORT_RETRY_DELAYS,
-    retry_condition_fn=retry_transient,
-)
+@io_task("find-backup", LOOKUP)
 def find_manifest(storage: str, name: str, backup: str) -> Manifest:
     """The manifest of ``backup`` (an id or 'latest'); BackupNotFound otherwise."""
     return find_backup(resolve_storage(storage), name, backup)
 
 
-@task(
-    name="list-backups",
-    cache_policy=NONE,
-    retries=2,
-    retry_delay_seconds=SHORT_RETRY_DELAYS,
-    retry_condition_fn=retry_transient,
-)
+@io_task("list-backups", LOOKUP)
 def list_manifests(storage: str, name: str) -> list[Manifest]:
     """Every complete backup of ``name``, oldest first."""
     logger = get_run_logger()
@@ -56,14 +37,7 @@ def list_manifests(storage: str, name: str) -> list[Manifest]:
     )
 
 
-@task(
-    name="download",
-    cache_policy=NONE,
-    retries=IO_RETRIES,
-    retry_delay_seconds=IO_RETRY_DELAYS,
-    retry_jitter_factor=IO_JITTER,
-    retry_condition_fn=retry_transient,
-)
+@io_task("download")
 def download_object(
     storage: str, obj: StoredObject, staging: str, key: KeySource | None = None
 ) -> Path:
@@ -84,7 +58,7 @@ def download_object(
     return path
 
 
-@task(name="check-target", cache_policy=NONE)
+@io_task("check-target", ONCE)
 def check_target(
     target: str,
     manifest: Manifest,
@@ -99,7 +73,7 @@ def check_target(
         precheck(manifest, RestoreRequest(tables=tables, force=force, options=dict(options or {})))
 
 
-@task(name="restore", cache_policy=NONE)
+@io_task("restore", ONCE)
 def restore_objects(
     target: str,
     manifest: Manifest,
