@@ -205,7 +205,7 @@ def test_parse_duration_refuses(text: str) -> None:
 def test_automation_fingerprint_ignores_set_order_and_trigger_ids() -> None:
     from uuid import uuid4
 
-    from db_backup.deployments.apply import (
+    from db_backup.deployments.apply.automations import (
         _failure_automation,
         _strip_ids,
         automation_fingerprint,
