@@ -18,6 +18,8 @@ and its message names the object and the cause on one line::
     │   ├── VerificationFailed  one or more backups failed verify (all are named)
     │   └── DrillFailed        a restore drill found the backup unusable
     └── EncryptionError        wrong key, unknown header, tampered ciphertext
+        └── PassphraseRequired an encrypted backup read without its passphrase (also a
+                               ConfigError: a set-up problem, never a verdict on the backup)
 
 ``exit_code`` is what the CLI exits with; ``transient`` says whether a retry
 may help (network blips, throttling), which the Prefect tasks' retry condition
@@ -109,6 +111,13 @@ class EncryptionError(BackupError):
     """Wrong key, unknown encryption header version, or tampered ciphertext."""
 
     exit_code = 9
+
+
+class PassphraseRequired(EncryptionError, ConfigError):
+    """An encrypted backup was to be read but no passphrase (no data key) was given.
+
+    A configuration problem, not a fault of the backup: drills record no verdict for it.
+    """
 
 
 def is_transient(exc: BaseException) -> bool:
