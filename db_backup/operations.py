@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from db_backup.connectors.base import Connector, DumpResult
@@ -146,43 +145,13 @@ def commit_manifest(storage: Storage, manifest: Manifest) -> str:
     return key
 
 
-def download_verified(
-    storage: Storage, obj: StoredObject, staging: Path, key: DataKey | None = None
-) -> Path:
-    """Download one object and check size and sha256 before anyone reads it.
-
-    A chunked object (incremental backup) is rebuilt from its chunks, each one
-    checked, into the same staged form as an unencrypted full backup's object;
-    an encrypted one needs ``key`` and is authenticated and decrypted on the way
-    (the staged file is then plain zstd). Other objects are staged as stored.
-    """
-    dest = staging / obj.key.replace("/", "__")
-    if "chunked" in obj.encoding:
-        from db_backup.chunks.reader import materialize
-
-        return materialize(storage, obj, dest, key)
-    try:
-        storage.get_file(obj.key, dest)
-        size, digest = sha256_file(dest)
-        check_digest(f"object {obj.key}", size, digest, obj.size, obj.sha256)
-    except ObjectNotFound as exc:
-        dest.unlink(missing_ok=True)
-        raise IntegrityError(
-            f"object {obj.key} listed in the manifest is missing from {storage.describe()}"
-        ) from exc
-    except BaseException:
-        dest.unlink(missing_ok=True)
-        raise
-    return dest
-
-
 def verify_stored(storage: Storage, obj: StoredObject, key: DataKey | None = None) -> None:
     """Re-read a stored object in the store and check size and sha256.
 
     For a chunked object: the index, then every chunk's digest, then the whole
     dump's; an encrypted chunked object needs ``key`` (EncryptionError without it).
     """
-    if "chunked" in obj.encoding:
+    if obj.chunked:
         from db_backup.chunks.reader import verify_chunked
 
         verify_chunked(storage, obj, key)

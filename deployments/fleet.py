@@ -41,19 +41,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from db_backup import parsing
-from db_backup.errors import ConfigError
+from db_backup.errors import ConfigError, FleetError
 from db_backup.manifest import check_name
 
 _BLOCK_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]*$")
-
-
-class FleetError(ConfigError):
-    """A fleet file that cannot be applied; ``problems`` holds one line per problem."""
-
-    def __init__(self, source: str, problems: list[str]) -> None:
-        self.problems = problems
-        count = f"{len(problems)} problem(s)" if len(problems) != 1 else "1 problem"
-        super().__init__(f"{source} has {count}; nothing was changed: " + "; ".join(problems))
 
 
 def parse_duration(value: str) -> timedelta:

@@ -20,7 +20,6 @@ from prefect import get_run_logger
 
 from db_backup import reports
 from db_backup.checks.records import VerifyOutcome, verify_record
-from db_backup.chunks.index import is_sealed
 from db_backup.crypto.keys import KeySource
 from db_backup.defaults import DEFAULT_STORAGE
 from db_backup.errors import BackupNotFound, VerificationFailed
@@ -107,7 +106,7 @@ def _verify_key(
 
     Encrypted full backups are verified without it (their stored bytes carry a sha256).
     """
-    if not any(is_sealed(o) for o in manifest.objects) or manifest.encryption is None:
+    if not any(o.chunked and o.encrypted for o in manifest.objects) or manifest.encryption is None:
         return None
     key_id = str(manifest.encryption.get("key_id"))
     if key_id not in unlocked:

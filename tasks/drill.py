@@ -31,10 +31,18 @@ def create_scratch(manifest: Manifest, scratch: str | None) -> Connector:
 
 @io_task("drill", ONCE)
 def drill_into(
-    storage: str, manifest: Manifest, target: Connector, staging: str
+    storage: str,
+    manifest: Manifest,
+    target: Connector,
+    staging: str,
+    key: KeySource | None = None,
 ) -> drill.DrillReport:
-    """Download (sha256-checked), restore into the scratch target, count rows, run the check."""
-    report = drill.run_drill(resolve_storage(storage), manifest, target, Path(staging))
+    """Download (sha256-checked), restore into the scratch target, count rows, run the check.
+
+    ``key``: the data key of an encrypted backup (see ``unlock_backup_key``).
+    """
+    data_key = load_data_key(key) if key else None
+    report = drill.run_drill(resolve_storage(storage), manifest, target, Path(staging), data_key)
     logger = get_run_logger()
     (logger.info if report.ok else logger.error)(drill.summary_line(report))
     return report

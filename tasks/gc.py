@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from db_backup.blocks.passphrase import load_passphrase
 from db_backup.blocks.resolve import resolve_storage
-from db_backup.tasks.encryption import load_passphrase
 from db_backup.tasks.policy import io_task
 from prefect import get_run_logger
 

@@ -5,18 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from db_backup.blocks.resolve import resolve_database, resolve_storage
-from db_backup.tasks.encryption import (
-    authenticate_staged,
-    load_data_key,
-    whole_sealed_objects,
-)
+from db_backup.tasks.encryption import load_data_key
 from db_backup.tasks.policy import LOOKUP, ONCE, io_task
 from prefect import get_run_logger
 
-from db_backup import operations as ops
+from db_backup import read
 from db_backup.catalog import find_backup, list_backups
-from db_backup.chunks.index import is_sealed
-from db_backup.connectors.base import RestoreRequest, RestoreResult, RestoreSource
+from db_backup.connectors.base import RestoreRequest, RestoreResult
 from db_backup.crypto.keys import KeySource
 from db_backup.manifest import Manifest, StoredObject
 from db_backup.units import human_bytes
@@ -47,8 +42,8 @@ def download_object(
     every chunk is authenticated and decrypted here, before any restore step.
     """
     store = resolve_storage(storage)
-    data_key = load_data_key(key) if key and is_sealed(obj) else None
-    path = ops.download_verified(store, obj, Path(staging), data_key)
+    data_key = load_data_key(key) if key and obj.chunked and obj.encrypted else None
+    path = read.download_verified(store, obj, Path(staging), data_key)
     get_run_logger().info(
         "Downloaded and verified %s (%s, sha256 %s…)",
         obj.key,
@@ -89,12 +84,8 @@ def restore_objects(
     and authenticated, so a tampered object fails before the target is touched.
     """
     connector = resolve_database(target)
-    layers = []
-    if key and whole_sealed_objects(manifest):
-        data_key = load_data_key(key)
-        authenticate_staged(data_key, manifest, staged)
-        layers = [data_key.decode_layer(f"an object of {manifest.name}/{manifest.backup_id}")]
-    source = RestoreSource(manifest=manifest, staged=staged, decode_layers=layers)
+    data_key = load_data_key(key) if key and read.whole_sealed_objects(manifest) else None
+    source = read.restore_source(manifest, staged, data_key)
     request = RestoreRequest(tables=tables, force=force, options=dict(options or {}))
     result = connector.restore(source, request)
     get_run_logger().info(

@@ -29,6 +29,7 @@ from db_backup.errors import (
 from db_backup.export import export_backup
 from db_backup.manifest import Manifest, parse_manifest
 from db_backup.pipeline import DumpSink
+from db_backup.read import download_verified
 from db_backup.storage.local import LocalStorage
 from tests.incremental_helpers import commit, plain_backup, stage
 from tests.sqlite_helpers import dump_rows, make_shop
@@ -51,7 +52,7 @@ def add_orders(db: Path, start: int, count: int) -> None:
 def restore_to(storage: LocalStorage, manifest: Manifest, target: Path, work: Path, **kw: object):
     """The restore flow's steps: download+verify every object, then the connector restores."""
     work.mkdir(parents=True, exist_ok=True)
-    staged = {o.key: ops.download_verified(storage, o, work) for o in manifest.objects}
+    staged = {o.key: download_verified(storage, o, work) for o in manifest.objects}
     request = RestoreRequest(**kw)  # type: ignore[arg-type]
     return SqliteConnector(target).restore(RestoreSource(manifest, staged), request)
 
@@ -186,7 +187,7 @@ def test_chunk_whose_content_differs_from_its_name_is_a_checksum_mismatch(
     with pytest.raises(ChecksumMismatch, match="altered or corrupted"):
         chunk_reader._fetch(store, digest, raw, len(forged), m.objects[0].key)
     with pytest.raises(ChecksumMismatch, match=digest[:12]):
-        ops.download_verified(store, m.objects[0], tmp_path)
+        download_verified(store, m.objects[0], tmp_path)
 
 
 def test_a_chunk_renewed_with_another_encoding_still_restores(
@@ -209,7 +210,7 @@ def test_tampered_index_is_refused(shop: Path, store: LocalStorage, tmp_path: Pa
     key = m.objects[0].key
     store.put_bytes(key, store.get_bytes(key)[:-1] + b"\0")
     with pytest.raises(IntegrityError, match="chunk index"):
-        ops.download_verified(store, m.objects[0], tmp_path)
+        download_verified(store, m.objects[0], tmp_path)
 
 
 def test_export_equals_the_original_dump(shop: Path, store: LocalStorage, tmp_path: Path) -> None:
@@ -451,7 +452,7 @@ def test_sink_stream_works_wrapped_like_any_raw_stream(store: LocalStorage, tmp_
         text.detach()
     obj = sink.objects[0]
     stored = ops.upload_staged(store, obj, "x/20260101T000000Z/dump.sql.chunks")
-    staged = ops.download_verified(store, stored, tmp_path)
+    staged = download_verified(store, stored, tmp_path)
     from db_backup.pipeline import open_decoded
 
     with open_decoded(staged, "x", stored.raw_size, stored.raw_sha256) as src:

@@ -23,6 +23,7 @@ from db_backup.connectors.base import RestoreRequest, RestoreSource
 from db_backup.connectors.sqlite.logical import SqliteConnector
 from db_backup.errors import ConfigError, StorageError
 from db_backup.manifest import Manifest, StoredObject, manifest_key
+from db_backup.read import download_verified
 from db_backup.retention.policy import Policy
 from db_backup.retention.prune import apply_plan, plan_prune
 from db_backup.storage.base import Storage
@@ -60,7 +61,7 @@ def keys(store: Storage, prefix: str = "") -> set[str]:
 def restore_rows(store: Storage, manifest: Manifest, dest: Path) -> dict[str, list[tuple]]:
     staging = dest.parent / f"staging-{manifest.backup_id}"
     staging.mkdir()
-    staged = {o.key: ops.download_verified(store, o, staging) for o in manifest.objects}
+    staged = {o.key: download_verified(store, o, staging) for o in manifest.objects}
     SqliteConnector(dest).restore(RestoreSource(manifest, staged), RestoreRequest())
     return dump_rows(dest)
 

@@ -11,8 +11,9 @@ from db_backup.connectors.mysql.filter import filter_tables, filtered_stream
 from db_backup.connectors.mysql.logical import MySQLConnector
 from db_backup.connectors.mysql.logical import check_versions as my_check
 from db_backup.connectors.postgres import toc as pg_toc
-from db_backup.connectors.postgres.logical import PostgresConnector, resolve_tables
+from db_backup.connectors.postgres.logical import PostgresConnector
 from db_backup.connectors.postgres.logical import check_versions as pg_check
+from db_backup.connectors.postgres.toc import resolve_tables
 from db_backup.errors import ConfigError, SourceError
 from db_backup.manifest import Manifest
 

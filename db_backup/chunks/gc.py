@@ -176,10 +176,10 @@ def _live_chunks(
     for manifest in manifests:
         for obj in manifest.objects:
             committed.add(obj.key)
-            if not cs.is_chunked(obj):
+            if not obj.chunked:
                 continue
             key: DataKey | None = None
-            if cs.is_sealed(obj):
+            if obj.encrypted:
                 key_id = keyfiles.backup_key_id(manifest) or ""
                 key = ring.get(key_id)
                 if key is None:

@@ -60,7 +60,6 @@ from db_backup.storage.base import ObjectInfo, Storage
 
 CHUNK_PREFIX = "_chunks/"
 GC_PREFIX = "_gc/"
-CHUNKED = "chunked"
 INDEX_SUFFIX = ".chunks"
 INDEX_FORMAT = "db-backup-chunk-index"
 INDEX_VERSION = 1
@@ -99,16 +98,6 @@ def chunk_namespace(key: str) -> str | None:
     if rest.startswith(KEYED_PREFIX) and "/" in rest:
         return rest[len(KEYED_PREFIX) : rest.index("/")]
     return None
-
-
-def is_chunked(obj: StoredObject) -> bool:
-    """True when ``obj`` is an index of chunks rather than a whole encoded dump."""
-    return CHUNKED in obj.encoding
-
-
-def is_sealed(obj: StoredObject) -> bool:
-    """True when ``obj``'s chunks and index are encrypted (it needs the data key)."""
-    return is_chunked(obj) and ALGORITHM in obj.encoding
 
 
 def lookup(storage: Storage, key: str) -> ObjectInfo | None:
@@ -230,7 +219,7 @@ def read_index(storage: Storage, obj: StoredObject, key: DataKey | None = None) 
 
     An encrypted object needs ``key`` (EncryptionError without it, before any download).
     """
-    if is_sealed(obj) and key is None:
+    if obj.encrypted and key is None:
         raise EncryptionError(
             f"chunk index {obj.key} is encrypted: reading it needs the data key (passphrase)"
         )
@@ -247,8 +236,8 @@ def read_index(storage: Storage, obj: StoredObject, key: DataKey | None = None) 
         obj.size,
         obj.sha256,
     )
-    index = ChunkIndex.from_bytes(data, obj.key, key if is_sealed(obj) else None)
-    if (index.key_id is not None) != is_sealed(obj):
+    index = ChunkIndex.from_bytes(data, obj.key, key if obj.encrypted else None)
+    if (index.key_id is not None) != obj.encrypted:
         raise IntegrityError(
             f"chunk index {obj.key} and the manifest disagree on whether it is encrypted"
         )

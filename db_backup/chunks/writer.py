@@ -19,7 +19,6 @@ import zstandard
 
 from db_backup.chunks.chunking import Chunker, ChunkParams
 from db_backup.chunks.index import (
-    CHUNKED,
     DEFAULT_WORKERS,
     INDEX_SUFFIX,
     ChunkIndex,
@@ -30,6 +29,7 @@ from db_backup.chunks.index import (
 )
 from db_backup.crypto.stream import ALGORITHM, DataKey
 from db_backup.errors import ConfigError
+from db_backup.manifest import CHUNKED
 from db_backup.pipeline import DEFAULT_LEVEL, DumpSink, ProgressFn, StagedObject
 from db_backup.storage.base import Storage
 

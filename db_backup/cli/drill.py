@@ -6,7 +6,14 @@ from typing import Annotated
 
 import typer
 
-from db_backup.cli.app import StorageOpt, app, fail, run_flow, storage_location
+from db_backup.cli.app import (
+    PassphraseSecretOpt,
+    StorageOpt,
+    app,
+    fail,
+    run_flow,
+    storage_location,
+)
 from db_backup.errors import ConfigError
 from db_backup.parsing import refuse_url_secrets
 
@@ -24,8 +31,12 @@ def drill(
         ),
     ] = None,
     storage: StorageOpt = None,
+    passphrase_secret: PassphraseSecretOpt = None,
 ) -> None:
-    """Restore into a temporary database, compare row counts, run the engine check, drop it."""
+    """Restore into a temporary database, compare row counts, run the engine check, drop it.
+
+    An encrypted backup needs the passphrase ($DB_BACKUP_PASSPHRASE or --passphrase-secret).
+    """
     from db_backup.flows.drill import drill_backup
 
     try:
@@ -38,5 +49,6 @@ def drill(
         backup=backup,
         storage=storage_location(storage),
         scratch=scratch,
+        passphrase_secret=passphrase_secret,
     )
     typer.echo(result["summary"])

@@ -30,11 +30,11 @@ def export(
     An encrypted backup is decrypted with the passphrase ($DB_BACKUP_PASSPHRASE
     or --passphrase-secret); a wrong one fails before anything is written.
     """
+    from db_backup.blocks.passphrase import load_passphrase
     from db_backup.blocks.resolve import resolve_storage
     from db_backup.catalog import find_backup
     from db_backup.crypto.keys import backup_key_id, unlock_key
     from db_backup.export import export_backup
-    from db_backup.tasks.encryption import load_passphrase
     from db_backup.units import human_bytes
 
     try:
@@ -76,10 +76,10 @@ def gc(
     ($DB_BACKUP_PASSPHRASE or --passphrase-secret); without one, the chunks of
     keys still in use are all kept (a warning says so).
     """
+    from db_backup.blocks.passphrase import load_passphrase
     from db_backup.blocks.resolve import resolve_storage
     from db_backup.chunks.gc import collect_garbage
     from db_backup.crypto.keys import passphrase_from_env
-    from db_backup.tasks.encryption import load_passphrase
     from db_backup.units import human_bytes
 
     try:

@@ -65,9 +65,9 @@ def rotate_cmd(
 
     The current passphrase comes from --passphrase-secret or $DB_BACKUP_PASSPHRASE.
     """
+    from db_backup.blocks.passphrase import load_passphrase
     from db_backup.blocks.resolve import resolve_storage
     from db_backup.crypto.keys import rotate_keys
-    from db_backup.tasks.encryption import load_passphrase
 
     try:
         old = load_passphrase(passphrase_secret, "key rotate (current passphrase)")
@@ -85,7 +85,7 @@ def rotate_cmd(
 
 
 def _new_passphrase(secret: str | None) -> str:
-    from db_backup.tasks.encryption import load_passphrase
+    from db_backup.blocks.passphrase import load_passphrase
 
     if secret:
         return load_passphrase(secret)

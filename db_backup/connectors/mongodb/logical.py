@@ -48,7 +48,13 @@ from db_backup.connectors.mongodb.restore import (
     insert_documents,
     select_collections,
 )
-from db_backup.errors import BackupError, ConfigError, SourceError, TargetError
+from db_backup.errors import (
+    BackupError,
+    ConfigError,
+    SourceError,
+    TargetError,
+    TransientSourceError,
+)
 from db_backup.manifest import Manifest
 
 PASSWORD_ENV = "DB_BACKUP_MONGO_PASSWORD"
@@ -60,12 +66,6 @@ AUTH_CODES = {18, 11}  # AuthenticationFailed, UserNotFound
 UNAUTHORIZED = 13
 SNAPSHOT_TOO_OLD = 239
 SNAPSHOT_WIRE_VERSION = 13  # MongoDB 5.0: snapshot reads outside transactions
-
-
-class TransientSourceError(SourceError):
-    """The connection dropped mid-dump; a retry may succeed."""
-
-    transient = True
 
 
 class MongoConnector:
