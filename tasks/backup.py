@@ -30,7 +30,7 @@ def dump_database(
     """
     logger = get_run_logger()
     connector = resolve_database(database)
-    threads = getattr(connector, "compress_threads", 0) if threads is None else threads
+    threads = 0 if threads is None else threads  # 0: zstd's single-threaded default
     with encode_layers(key) as layers:
         sink = DumpSink(
             Path(staging), level=level, threads=threads, layers=layers, progress=current_progress()

@@ -11,6 +11,7 @@ from prefect import get_run_logger
 
 from db_backup import operations as ops
 from db_backup.chunks import incremental as inc
+from db_backup.chunks.writer import ChunkedStagedObject
 from db_backup.crypto.keys import KeySource, require_encrypted
 from db_backup.manifest import Manifest
 from db_backup.pipeline import StagedObject
@@ -38,8 +39,8 @@ def dump_chunked(
     if key:
         require_encrypted(outcome.objects)
     for obj in outcome.objects:
-        stats = getattr(obj, "chunk_stats", None)
-        if stats is not None:
+        if isinstance(obj, ChunkedStagedObject):
+            stats = obj.chunk_stats
             get_run_logger().info(
                 "Chunked %s: %s raw in %d chunks; %d new (%s uploaded), %d renewed, %d reused",
                 obj.part,

@@ -63,9 +63,8 @@ def check_target(
 ) -> None:
     """Refuse early, before any download, a restore that could not proceed."""
     connector = resolve_database(target)
-    precheck = getattr(connector, "check_target", None)
-    if precheck is not None:
-        precheck(manifest, RestoreRequest(tables=tables, force=force, options=dict(options or {})))
+    request = RestoreRequest(tables=tables, force=force, options=dict(options or {}))
+    connector.check_target(manifest, request)
 
 
 @io_task("restore", ONCE)

@@ -201,10 +201,8 @@ def _place_orphans(plan: PrunePlan, groups: dict[str, list[ObjectInfo]]) -> None
 
 def _old_partials(storage: Storage, name: str, now: datetime, grace: timedelta) -> list[ObjectInfo]:
     """Leftover temporary files of interrupted writes, for stores that have them."""
-    lister = getattr(storage, "list_partials", None)
-    if lister is None:
-        return []
-    return [p for p in lister(f"{name}/") if p.modified is not None and now - p.modified >= grace]
+    partials = storage.list_partials(f"{name}/")
+    return [p for p in partials if p.modified is not None and now - p.modified >= grace]
 
 
 def apply_plan(

@@ -136,6 +136,10 @@ class PrefixedKeys:
             return prefix
         return f"{self.prefix}/{prefix}"
 
+    def list_partials(self, prefix: str = "") -> Iterator[Any]:
+        """None: an object store never shows a half-written object."""
+        return iter(())
+
     def relative(self, name: str) -> str:
         """A bucket object name back to a key relative to the prefix."""
         if self.prefix:
