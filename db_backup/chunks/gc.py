@@ -36,6 +36,7 @@ from db_backup.catalog import RESERVED_PREFIXES, list_backups
 from db_backup.chunks import index as cs
 from db_backup.crypto import keys as keyfiles
 from db_backup.crypto.stream import DataKey, header_key_id
+from db_backup.defaults import GC_GRACE
 from db_backup.errors import BackupError, ConfigError, IntegrityError, ManifestError
 from db_backup.manifest import is_backup_id
 from db_backup.storage.base import ObjectInfo, Storage
@@ -107,7 +108,7 @@ class _KeyRing:
 
 def plan_garbage(
     storage: Storage,
-    grace: timedelta = cs.MAX_BACKUP_TIME + cs.REFRESH_AGE,
+    grace: timedelta = GC_GRACE,
     policy: cs.ChunkPolicy | None = None,
     dry_run: bool = False,
     passphrase: str | None = None,
@@ -264,7 +265,7 @@ def _forget_old_markers(storage: Storage, before: datetime) -> None:
 
 def collect_garbage(
     storage: Storage,
-    grace: timedelta = cs.MAX_BACKUP_TIME + cs.REFRESH_AGE,
+    grace: timedelta = GC_GRACE,
     policy: cs.ChunkPolicy | None = None,
     dry_run: bool = False,
     passphrase: str | None = None,

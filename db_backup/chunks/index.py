@@ -47,6 +47,7 @@ from typing import Any
 
 import zstandard
 
+from db_backup import defaults
 from db_backup.crypto.stream import ALGORITHM, DataKey, header_key_id
 from db_backup.errors import (
     EncryptionError,
@@ -63,8 +64,8 @@ GC_PREFIX = "_gc/"
 INDEX_SUFFIX = ".chunks"
 INDEX_FORMAT = "db-backup-chunk-index"
 INDEX_VERSION = 1
-REFRESH_AGE = timedelta(days=7)
-MAX_BACKUP_TIME = timedelta(days=2)
+REFRESH_AGE = defaults.REFRESH_AGE
+MAX_BACKUP_TIME = defaults.MAX_BACKUP_TIME
 DEFAULT_WORKERS = 8
 
 

@@ -34,6 +34,7 @@ from db_backup.connectors.postgres import catalog
 from db_backup.connectors.postgres import toc as pg_toc
 from db_backup.errors import ConfigError, IntegrityError, SourceError, TargetError
 from db_backup.manifest import Manifest
+from db_backup.parsing import refuse_url_secrets
 from db_backup.pipeline import DumpSink, copy_stream
 
 PASSWORD_ENVS = ("DB_BACKUP_PG_PASSWORD", "PGPASSWORD")
@@ -49,12 +50,8 @@ TOOL_APPNAME = "db-backup-tool"  # pg_dump / pg_restore sessions, told apart fro
 
 def from_url(url: str, **options: Any) -> PostgresConnector:
     """A connector for ``postgresql://user@host:port/db?sslmode=...``; no password allowed."""
+    refuse_url_secrets(url, hint="set DB_BACKUP_PG_PASSWORD or use a postgres-database block")
     parts = urlsplit(url)
-    if parts.password is not None:
-        raise ConfigError(
-            "a password in the database URL is refused (it would end up in logs and flow "
-            "parameters); set DB_BACKUP_PG_PASSWORD or use a postgres-database block"
-        )
     database = unquote(parts.path.lstrip("/"))
     if not database:
         raise ConfigError(f"PostgreSQL URL {url} names no database (postgresql://host/DB)")
