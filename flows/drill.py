@@ -4,8 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from prefect import flow
+
+from db_backup import reports
+from db_backup.checks.drill import summary_line
+from db_backup.errors import DrillFailed
 from db_backup.flows.common import DEFAULT_STORAGE, current_flow_run_id, staging_dir
 from db_backup.flows.hooks import name_failed_step, notify_failure
+from db_backup.manifest import check_name
 from db_backup.tasks.drill import (
     create_scratch,
     drill_into,
@@ -15,12 +21,6 @@ from db_backup.tasks.drill import (
 )
 from db_backup.tasks.encryption import unlock_backup_key
 from db_backup.tasks.restore import find_manifest
-from prefect import flow
-
-from db_backup import reports
-from db_backup.checks.drill import summary_line
-from db_backup.errors import DrillFailed
-from db_backup.manifest import check_name
 
 
 @flow(

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from prefect import flow
+
 from db_backup.flows.common import DEFAULT_STORAGE
 from db_backup.tasks.gc import DEFAULT_GRACE_HOURS, collect_chunk_garbage
-from prefect import flow
 
 
 @flow(name="gc-chunks", flow_run_name="gc-chunks")

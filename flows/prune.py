@@ -5,17 +5,17 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from db_backup.flows.common import DEFAULT_STORAGE
-from db_backup.flows.hooks import name_failed_step, notify_failure
-from db_backup.tasks.gc import collect_chunk_garbage
-from db_backup.tasks.prune import apply_prune, plan_prune, publish_prune_report
 from prefect import flow, get_run_logger
 
 from db_backup import reports
 from db_backup.errors import StorageError
+from db_backup.flows.common import DEFAULT_STORAGE
+from db_backup.flows.hooks import name_failed_step, notify_failure
 from db_backup.manifest import check_name
 from db_backup.retention.policy import Policy, parse_duration
 from db_backup.retention.prune import DEFAULT_ORPHAN_GRACE
+from db_backup.tasks.gc import collect_chunk_garbage
+from db_backup.tasks.prune import apply_prune, plan_prune, publish_prune_report
 
 
 def build_policy(

@@ -5,8 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from prefect import flow, get_run_logger
+
+from db_backup import reports
+from db_backup.checks.records import VerifyOutcome, verify_record
+from db_backup.crypto.keys import KeySource
+from db_backup.errors import BackupNotFound, VerificationFailed
 from db_backup.flows.common import DEFAULT_STORAGE, current_flow_run_id, staging_dir
 from db_backup.flows.hooks import name_failed_step, notify_failure
+from db_backup.manifest import Manifest, check_name
 from db_backup.tasks.drill import publish_markdown, store_check, verify_one
 from db_backup.tasks.encryption import unlock_backup_key
 from db_backup.tasks.restore import (
@@ -16,13 +23,6 @@ from db_backup.tasks.restore import (
     list_manifests,
     restore_objects,
 )
-from prefect import flow, get_run_logger
-
-from db_backup import reports
-from db_backup.checks.records import VerifyOutcome, verify_record
-from db_backup.crypto.keys import KeySource
-from db_backup.errors import BackupNotFound, VerificationFailed
-from db_backup.manifest import Manifest, check_name
 
 
 @flow(

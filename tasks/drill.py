@@ -4,7 +4,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NONE
+
+from db_backup import reports
 from db_backup.blocks.resolve import resolve_database, resolve_storage
+from db_backup.checks import drill
+from db_backup.checks.records import CheckRecord, VerifyOutcome, record_check, verify_backup_objects
+from db_backup.connectors.base import Connector
+from db_backup.connectors.scratch import default_scratch_base, open_scratch, scratch_label
+from db_backup.crypto.keys import KeySource
+from db_backup.manifest import Manifest
 from db_backup.tasks.encryption import load_data_key
 from db_backup.tasks.retry import (
     IO_JITTER,
@@ -13,17 +24,6 @@ from db_backup.tasks.retry import (
     SHORT_RETRY_DELAYS,
     retry_transient,
 )
-from prefect import get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
-from prefect.cache_policies import NONE
-
-from db_backup import reports
-from db_backup.checks import drill
-from db_backup.checks.records import CheckRecord, VerifyOutcome, record_check, verify_backup_objects
-from db_backup.connectors.base import Connector
-from db_backup.connectors.scratch import default_scratch_base, open_scratch, scratch_label
-from db_backup.crypto.keys import KeySource
-from db_backup.manifest import Manifest
 from db_backup.units import human_bytes
 
 

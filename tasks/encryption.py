@@ -11,18 +11,18 @@ from __future__ import annotations
 
 import contextlib
 
-from db_backup.blocks.passphrase import load_passphrase
-from db_backup.blocks.resolve import resolve_storage
-from db_backup.tasks.retry import SHORT_RETRY_DELAYS, retry_transient
 from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
 
+from db_backup.blocks.passphrase import load_passphrase
+from db_backup.blocks.resolve import resolve_storage
 from db_backup.catalog import list_backups
 from db_backup.crypto import keys
 from db_backup.crypto.stream import ALGORITHM, DataKey
 from db_backup.errors import PassphraseRequired
 from db_backup.manifest import Manifest
 from db_backup.pipeline import EncodeLayer
+from db_backup.tasks.retry import SHORT_RETRY_DELAYS, retry_transient
 
 
 def load_data_key(source: keys.KeySource) -> DataKey:

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from db_backup.blocks.passphrase import load_passphrase
-from db_backup.blocks.resolve import resolve_storage
-from db_backup.tasks.retry import IO_JITTER, IO_RETRIES, IO_RETRY_DELAYS, retry_transient
 from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
 
+from db_backup.blocks.passphrase import load_passphrase
+from db_backup.blocks.resolve import resolve_storage
 from db_backup.chunks.gc import collect_garbage
 from db_backup.chunks.index import MAX_BACKUP_TIME, REFRESH_AGE
 from db_backup.crypto.keys import passphrase_from_env
+from db_backup.tasks.retry import IO_JITTER, IO_RETRIES, IO_RETRY_DELAYS, retry_transient
 from db_backup.units import human_bytes
 
 DEFAULT_GRACE_HOURS = (REFRESH_AGE + MAX_BACKUP_TIME).total_seconds() / 3600

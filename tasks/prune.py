@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from db_backup.blocks.resolve import resolve_storage
-from db_backup.tasks.retry import SHORT_RETRY_DELAYS, retry_transient
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NONE
 
 from db_backup import reports
+from db_backup.blocks.resolve import resolve_storage
 from db_backup.retention import prune as pruning
 from db_backup.retention.policy import Policy, utcnow
+from db_backup.tasks.retry import SHORT_RETRY_DELAYS, retry_transient
 
 
 @task(

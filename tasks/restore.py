@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from prefect import get_run_logger, task
+from prefect.cache_policies import NONE
+
+from db_backup import read
 from db_backup.blocks.resolve import resolve_database, resolve_storage
+from db_backup.catalog import find_backup, list_backups
+from db_backup.connectors.base import RestoreRequest, RestoreResult
+from db_backup.crypto.keys import KeySource
+from db_backup.manifest import Manifest, StoredObject
 from db_backup.tasks.encryption import load_data_key
 from db_backup.tasks.retry import (
     IO_JITTER,
@@ -13,14 +21,6 @@ from db_backup.tasks.retry import (
     SHORT_RETRY_DELAYS,
     retry_transient,
 )
-from prefect import get_run_logger, task
-from prefect.cache_policies import NONE
-
-from db_backup import read
-from db_backup.catalog import find_backup, list_backups
-from db_backup.connectors.base import RestoreRequest, RestoreResult
-from db_backup.crypto.keys import KeySource
-from db_backup.manifest import Manifest, StoredObject
 from db_backup.units import human_bytes
 
 

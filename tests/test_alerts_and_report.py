@@ -9,10 +9,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
-from db_backup.flows import hooks
-from db_backup.flows.artifacts import artifact_key, report_markdown, report_rows
 
 from db_backup.errors import SourceError
+from db_backup.flows import hooks
+from db_backup.flows.artifacts import artifact_key, report_markdown, report_rows
 from db_backup.manifest import Manifest, StoredObject
 
 
