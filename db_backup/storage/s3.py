@@ -226,23 +226,6 @@ class S3Storage(PrefixedKeys):
         with contextlib.suppress(ObjectNotFound), self._sdk(key):
             self.client.delete_object(Bucket=self.bucket, Key=self.full_key(key))
 
-    def incomplete_uploads(self, prefix: str = "") -> Iterator[tuple[ObjectInfo, str]]:
-        """Multipart uploads under ``prefix`` never completed nor aborted (for prune).
-
-        Yields (info with the key and start time, upload id). Such uploads are never
-        objects: ``list`` does not show them, but the store bills their parts.
-        """
-        paginator = self.client.get_paginator("list_multipart_uploads")
-        with self._sdk(prefix or "/"):
-            for page in paginator.paginate(Bucket=self.bucket, Prefix=self.list_prefix(prefix)):
-                for up in page.get("Uploads", []):
-                    info = ObjectInfo(self.relative(up["Key"]), 0, up.get("Initiated"))
-                    yield info, str(up["UploadId"])
-
-    def abort_incomplete(self, key: str, upload_id: str) -> None:
-        """Drop an incomplete multipart upload and its parts."""
-        self._abort(self.full_key(key), upload_id)
-
     # -- errors ---------------------------------------------------------------
     def _sdk(self, key: str) -> contextlib.AbstractContextManager[None]:
         """boto3/botocore errors raised inside as StorageErrors naming ``key``."""
