@@ -194,9 +194,8 @@ def report_memory(logical: int, chunks: int) -> None:
 
 
 def flow_scenario(args: argparse.Namespace, work: Path) -> None:
-    from db_backup.flows.backup import backup_database
-
     from db_backup.catalog import find_backup
+    from db_backup.flows.backup import backup_database
     from db_backup.storage.local import LocalStorage
 
     storage = str(work / "store")

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from db_backup.connectors.base import Connector, DumpResult
-from db_backup.errors import BackupError, IntegrityError, ObjectNotFound, SourceError
+from db_backup.errors import IntegrityError, ObjectNotFound, SourceError
 from db_backup.manifest import Manifest, StoredObject, backup_prefix, manifest_key
 from db_backup.pipeline import DumpSink, StagedObject, check_digest, sha256_file, sha256_stream
 from db_backup.storage.base import Storage
@@ -164,16 +164,3 @@ def verify_stored(storage: Storage, obj: StoredObject, key: DataKey | None = Non
             f"object {obj.key} listed in the manifest is missing from {storage.describe()}"
         ) from exc
     check_digest(f"object {obj.key}", size, digest, obj.size, obj.sha256)
-
-
-def verify_manifest_objects(
-    storage: Storage, manifest: Manifest, key: DataKey | None = None
-) -> list[str]:
-    """Verify every object of a backup; return the problems (empty when all are good)."""
-    problems: list[str] = []
-    for obj in manifest.objects:
-        try:
-            verify_stored(storage, obj, key)
-        except BackupError as exc:
-            problems.append(str(exc))
-    return problems

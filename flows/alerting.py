@@ -18,9 +18,9 @@ import inspect
 from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar, cast
 
-from db_backup.flows.hooks import name_failed_step, notify_failure
 from prefect import Flow, flow
 
+from db_backup.flows.hooks import name_failed_step, notify_failure
 from db_backup.parsing import STORAGE_HINT, refuse_url_secrets
 
 P = ParamSpec("P")

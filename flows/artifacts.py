@@ -12,9 +12,10 @@ def publish_backup_report(storage: str, manifest: Manifest) -> None:
     The backup is already committed when this runs: a report that cannot be
     published is logged as a warning and never fails the run.
     """
-    from db_backup.blocks.resolve import resolve_storage
     from prefect import get_run_logger
     from prefect.artifacts import create_markdown_artifact
+
+    from db_backup.blocks.resolve import resolve_storage
 
     logger = get_run_logger()
     try:

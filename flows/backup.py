@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+from prefect import get_run_logger
+
+from db_backup import operations as ops
 from db_backup.blocks.resolve import resolve_database
+from db_backup.chunks.incremental import check_mode
+from db_backup.crypto.keys import manifest_record
+from db_backup.defaults import DEFAULT_STORAGE
 from db_backup.flows.alerting import alerting_flow
 from db_backup.flows.artifacts import publish_backup_report
 from db_backup.flows.common import current_flow_run_id
+from db_backup.manifest import check_name
+from db_backup.parsing import url_secret_problem
+from db_backup.pipeline import DEFAULT_LEVEL
+from db_backup.staging import default_name, staging_dir
 from db_backup.tasks.backup import (
     allocate_id,
     checksum_file,
@@ -16,16 +26,6 @@ from db_backup.tasks.backup import (
 )
 from db_backup.tasks.encryption import prepare_encryption
 from db_backup.tasks.incremental import dump_chunked, finish_incremental
-from prefect import get_run_logger
-
-from db_backup import operations as ops
-from db_backup.chunks.incremental import check_mode
-from db_backup.crypto.keys import manifest_record
-from db_backup.defaults import DEFAULT_STORAGE
-from db_backup.manifest import check_name
-from db_backup.parsing import url_secret_problem
-from db_backup.pipeline import DEFAULT_LEVEL
-from db_backup.staging import default_name, staging_dir
 
 
 def _run_name() -> str:

@@ -4,8 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from db_backup import reports
+from db_backup.checks.drill import summary_line
+from db_backup.defaults import DEFAULT_STORAGE
+from db_backup.errors import DrillFailed
 from db_backup.flows.alerting import alerting_flow
 from db_backup.flows.common import current_flow_run_id
+from db_backup.manifest import check_name
+from db_backup.staging import staging_dir
 from db_backup.tasks.drill import (
     create_scratch,
     drill_into,
@@ -15,13 +21,6 @@ from db_backup.tasks.drill import (
 )
 from db_backup.tasks.encryption import unlock_backup_key
 from db_backup.tasks.restore import find_manifest
-
-from db_backup import reports
-from db_backup.checks.drill import summary_line
-from db_backup.defaults import DEFAULT_STORAGE
-from db_backup.errors import DrillFailed
-from db_backup.manifest import check_name
-from db_backup.staging import staging_dir
 
 
 @alerting_flow("drill-backup", flow_run_name="drill-{name}-{backup}")

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+from db_backup.defaults import DEFAULT_STORAGE, GC_GRACE_HOURS
 from db_backup.flows.alerting import alerting_flow
 from db_backup.tasks.gc import collect_chunk_garbage
-
-from db_backup.defaults import DEFAULT_STORAGE, GC_GRACE_HOURS
 
 
 @alerting_flow("gc-chunks", alerts=False, flow_run_name="gc-chunks")

@@ -5,16 +5,16 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from db_backup.flows.alerting import alerting_flow
-from db_backup.tasks.gc import collect_chunk_garbage
-from db_backup.tasks.prune import apply_prune, plan_prune, publish_prune_report
 from prefect import get_run_logger
 
 from db_backup import reports
 from db_backup.defaults import DEFAULT_STORAGE, ORPHAN_GRACE
 from db_backup.errors import StorageError
+from db_backup.flows.alerting import alerting_flow
 from db_backup.manifest import check_name
 from db_backup.retention.flags import build_policy
+from db_backup.tasks.gc import collect_chunk_garbage
+from db_backup.tasks.prune import apply_prune, plan_prune, publish_prune_report
 
 
 @alerting_flow("prune-backups", flow_run_name="prune-{name}")

@@ -5,8 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from prefect import get_run_logger
+
+from db_backup import reports
+from db_backup.checks.records import VerifyOutcome, verify_record
+from db_backup.crypto.keys import KeySource
+from db_backup.defaults import DEFAULT_STORAGE
+from db_backup.errors import BackupNotFound, VerificationFailed
 from db_backup.flows.alerting import alerting_flow
 from db_backup.flows.common import current_flow_run_id
+from db_backup.manifest import Manifest, check_name
+from db_backup.staging import staging_dir
 from db_backup.tasks.drill import publish_markdown, store_check, verify_one
 from db_backup.tasks.encryption import unlock_backup_key
 from db_backup.tasks.restore import (
@@ -16,15 +25,6 @@ from db_backup.tasks.restore import (
     list_manifests,
     restore_objects,
 )
-from prefect import get_run_logger
-
-from db_backup import reports
-from db_backup.checks.records import VerifyOutcome, verify_record
-from db_backup.crypto.keys import KeySource
-from db_backup.defaults import DEFAULT_STORAGE
-from db_backup.errors import BackupNotFound, VerificationFailed
-from db_backup.manifest import Manifest, check_name
-from db_backup.staging import staging_dir
 
 
 @alerting_flow("restore-database", flow_run_name="restore-{name}-{backup}")

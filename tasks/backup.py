@@ -4,17 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from db_backup.blocks.resolve import resolve_database, resolve_storage
-from db_backup.tasks.encryption import encode_layers
-from db_backup.tasks.policy import LOOKUP, ONCE, io_task
 from prefect import get_run_logger
 
 from db_backup import operations as ops
+from db_backup.blocks.resolve import resolve_database, resolve_storage
 from db_backup.catalog import allocate_backup_id, list_backups
 from db_backup.crypto.keys import KeySource, require_encrypted
 from db_backup.manifest import Manifest, StoredObject
 from db_backup.pipeline import DumpSink, StagedObject
 from db_backup.progress import current_progress
+from db_backup.tasks.encryption import encode_layers
+from db_backup.tasks.policy import LOOKUP, ONCE, io_task
 from db_backup.units import human_bytes
 
 

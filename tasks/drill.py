@@ -4,19 +4,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from db_backup.blocks.resolve import resolve_database, resolve_storage
-from db_backup.tasks.encryption import load_data_key
-from db_backup.tasks.policy import LOOKUP, ONCE, io_task
 from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
 from db_backup import reports
+from db_backup.blocks.resolve import resolve_database, resolve_storage
 from db_backup.checks import drill
 from db_backup.checks.records import CheckRecord, VerifyOutcome, record_check, verify_backup_objects
 from db_backup.connectors.base import Connector
 from db_backup.connectors.scratch import default_scratch_base, open_scratch, scratch_label
 from db_backup.crypto.keys import KeySource
 from db_backup.manifest import Manifest
+from db_backup.tasks.encryption import load_data_key
+from db_backup.tasks.policy import LOOKUP, ONCE, io_task
 from db_backup.units import human_bytes
 
 

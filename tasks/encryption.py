@@ -11,17 +11,17 @@ from __future__ import annotations
 
 import contextlib
 
-from db_backup.blocks.passphrase import load_passphrase
-from db_backup.blocks.resolve import resolve_storage
-from db_backup.tasks.policy import LOOKUP, io_task
 from prefect import get_run_logger
 
+from db_backup.blocks.passphrase import load_passphrase
+from db_backup.blocks.resolve import resolve_storage
 from db_backup.catalog import list_backups
 from db_backup.crypto import keys
 from db_backup.crypto.stream import ALGORITHM, DataKey
 from db_backup.errors import PassphraseRequired
 from db_backup.manifest import Manifest
 from db_backup.pipeline import EncodeLayer
+from db_backup.tasks.policy import LOOKUP, io_task
 
 
 def load_data_key(source: keys.KeySource) -> DataKey:

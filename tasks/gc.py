@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from db_backup.blocks.passphrase import load_passphrase
-from db_backup.blocks.resolve import resolve_storage
-from db_backup.tasks.policy import io_task
 from prefect import get_run_logger
 
+from db_backup.blocks.passphrase import load_passphrase
+from db_backup.blocks.resolve import resolve_storage
 from db_backup.chunks.gc import collect_garbage
 from db_backup.crypto.keys import passphrase_from_env
 from db_backup.defaults import GC_GRACE_HOURS
+from db_backup.tasks.policy import io_task
 from db_backup.units import human_bytes
 
 DEFAULT_GRACE_HOURS = GC_GRACE_HOURS

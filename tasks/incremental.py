@@ -4,18 +4,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from db_backup.blocks.resolve import resolve_database, resolve_storage
-from db_backup.tasks.encryption import load_data_key
-from db_backup.tasks.policy import ONCE, io_task
 from prefect import get_run_logger
 
 from db_backup import operations as ops
+from db_backup.blocks.resolve import resolve_database, resolve_storage
 from db_backup.chunks import incremental as inc
 from db_backup.chunks.writer import ChunkedStagedObject
 from db_backup.crypto.keys import KeySource, require_encrypted
 from db_backup.manifest import Manifest
 from db_backup.pipeline import StagedObject
 from db_backup.progress import current_progress
+from db_backup.tasks.encryption import load_data_key
+from db_backup.tasks.policy import ONCE, io_task
 from db_backup.units import human_bytes
 
 

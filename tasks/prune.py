@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from db_backup.blocks.resolve import resolve_storage
-from db_backup.tasks.policy import LOOKUP, ONCE, io_task
 from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
 from db_backup import reports
+from db_backup.blocks.resolve import resolve_storage
 from db_backup.retention import prune as pruning
 from db_backup.retention.policy import Policy, utcnow
+from db_backup.tasks.policy import LOOKUP, ONCE, io_task
 
 
 @io_task("plan-prune", LOOKUP)

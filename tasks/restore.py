@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from db_backup.blocks.resolve import resolve_database, resolve_storage
-from db_backup.tasks.encryption import load_data_key
-from db_backup.tasks.policy import LOOKUP, ONCE, io_task
 from prefect import get_run_logger
 
 from db_backup import read
+from db_backup.blocks.resolve import resolve_database, resolve_storage
 from db_backup.catalog import find_backup, list_backups
 from db_backup.connectors.base import RestoreRequest, RestoreResult
 from db_backup.crypto.keys import KeySource
 from db_backup.manifest import Manifest, StoredObject
+from db_backup.tasks.encryption import load_data_key
+from db_backup.tasks.policy import LOOKUP, ONCE, io_task
 from db_backup.units import human_bytes
 
 

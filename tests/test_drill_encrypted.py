@@ -39,9 +39,10 @@ def test_drill_of_an_encrypted_backup_needs_and_uses_the_passphrase(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    from prefect.blocks.system import Secret
+
     from db_backup.flows.backup import backup_database
     from db_backup.flows.drill import drill_backup
-    from prefect.blocks.system import Secret
 
     shop = make_shop(tmp_path / "shop.db", rows=300)
     store = tmp_path / "store"

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from db_backup.catalog import find_backup, list_backups, objects_of
+from db_backup.catalog import find_backup, list_backups
 from db_backup.chunks import gc as chunkgc
 from db_backup.chunks.index import CHUNK_PREFIX, INDEX_SUFFIX
 from db_backup.crypto import keys
@@ -27,6 +27,7 @@ from db_backup.errors import (
 from db_backup.export import export_backup
 from db_backup.manifest import Manifest
 from db_backup.storage.local import LocalStorage
+from tests.backup_helpers import objects_of
 from tests.conftest import CliRunner
 from tests.sqlite_helpers import dump_rows
 

@@ -6,8 +6,8 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from db_backup.deployments.fleet import load_fleet, load_fleet_text, parse_duration
 
+from db_backup.deployments.fleet import load_fleet, load_fleet_text, parse_duration
 from db_backup.errors import FleetError
 
 GOOD = """\

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from db_backup import operations as ops
-from db_backup.catalog import list_backups, objects_of
+from db_backup.catalog import list_backups
 from db_backup.chunks import gc as chunkgc
 from db_backup.chunks import incremental as inc
 from db_backup.chunks import index as cs
@@ -31,6 +31,7 @@ from db_backup.manifest import Manifest, parse_manifest
 from db_backup.pipeline import DumpSink
 from db_backup.read import download_verified
 from db_backup.storage.local import LocalStorage
+from tests.backup_helpers import objects_of, verify_manifest_objects
 from tests.incremental_helpers import commit, plain_backup, stage
 from tests.sqlite_helpers import dump_rows, make_shop
 
@@ -147,10 +148,10 @@ def test_selective_table_restore_from_incremental(
 
 def test_verify_checks_every_chunk(shop: Path, store: LocalStorage, tmp_path: Path) -> None:
     m = plain_backup(store, shop, tmp_path / "s1", params=SMALL)
-    assert ops.verify_manifest_objects(store, m) == []
+    assert verify_manifest_objects(store, m) == []
     victim = sorted((tmp_path / "store" / "_chunks").rglob("*"))[-1]
     victim.unlink()
-    problems = ops.verify_manifest_objects(store, m)
+    problems = verify_manifest_objects(store, m)
     assert len(problems) == 1 and "missing" in problems[0] and victim.name in problems[0]
 
 
@@ -200,7 +201,7 @@ def test_a_chunk_renewed_with_another_encoding_still_restores(
     for digest, _, _ in cs.read_index(store, m.objects[0]).chunks:
         raw = zstandard.ZstdDecompressor().decompress(store.get_bytes(cs.chunk_key(digest)))
         store.put_bytes(cs.chunk_key(digest), zstandard.ZstdCompressor(level=19).compress(raw))
-    assert ops.verify_manifest_objects(store, m) == []
+    assert verify_manifest_objects(store, m) == []
     restore_to(store, m, tmp_path / "out.db", tmp_path / "r")
     assert dump_rows(tmp_path / "out.db") == dump_rows(shop)
 
@@ -250,7 +251,7 @@ def test_gc_deletes_unreferenced_old_chunks_only(
     report = chunkgc.collect_garbage(store)
     assert report.deleted_chunks == len(only_first)
     assert chunk_files(root).isdisjoint(only_first)
-    assert ops.verify_manifest_objects(store, second) == []
+    assert verify_manifest_objects(store, second) == []
     restore_to(store, second, tmp_path / "out.db", tmp_path / "r")
     assert dump_rows(tmp_path / "out.db") == dump_rows(shop)
     again = chunkgc.collect_garbage(store)
@@ -314,7 +315,7 @@ def test_prune_gc_and_a_concurrent_backup_lose_nothing(
     assert report.deleted_chunks <= 3  # only chunks the new backup does not use (changed ones)
     second = commit(store, shop, outcome)  # GC ran concurrently: chunks re-checked, all there
     assert second.extra["chunks"]["refreshed"] > 0
-    assert ops.verify_manifest_objects(store, second) == []
+    assert verify_manifest_objects(store, second) == []
     restore_to(store, second, tmp_path / "out.db", tmp_path / "r")
     assert dump_rows(tmp_path / "out.db") == dump_rows(shop)
 

@@ -139,8 +139,9 @@ def test_password_comes_from_env_and_is_never_described(monkeypatch: pytest.Monk
 
 
 def test_block_builds_a_connector_without_exposing_the_password() -> None:
-    from db_backup.blocks.databases import MongoDatabase
     from pydantic import SecretStr
+
+    from db_backup.blocks.databases import MongoDatabase
 
     block = MongoDatabase(
         host="127.0.0.1", port=1, database="shop", username="app", password=SecretStr("pw")

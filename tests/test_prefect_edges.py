@@ -6,9 +6,10 @@ from __future__ import annotations
 import importlib
 
 import pytest
+from prefect import Flow, Task
+
 from db_backup.flows.hooks import notify_failure
 from db_backup.tasks.policy import retry_transient
-from prefect import Flow, Task
 
 TASK_MODULES = ["backup", "drill", "encryption", "gc", "incremental", "prune", "restore"]
 TRANSFERS = {"dump", "dump-chunked", "upload", "download", "write-manifest", "record-check"}

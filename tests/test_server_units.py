@@ -242,8 +242,9 @@ def test_mysql_filter_keeps_chosen_tables_with_their_triggers() -> None:
 
 
 def test_blocks_build_connectors_with_their_secret() -> None:
-    from db_backup.blocks.databases import MySQLDatabase, PostgresDatabase
     from pydantic import SecretStr
+
+    from db_backup.blocks.databases import MySQLDatabase, PostgresDatabase
 
     pg = PostgresDatabase(database="shop", user="u", password=SecretStr("s3"), sslmode="require")
     c = pg.connector(database="other")

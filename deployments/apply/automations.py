@@ -11,7 +11,6 @@ from db_backup.deployments.apply.blocks import SLACK_SLUG
 from db_backup.deployments.apply.deployments import FLOWS, DeploymentSpec, _read_deployment
 from db_backup.deployments.apply.plan import Change
 from db_backup.deployments.fleet import LoadedFleet, parse_duration
-
 from db_backup.errors import FleetError
 
 FAILURE_EVENTS = (

@@ -57,8 +57,9 @@ def _secret_value(env: str | None, secret: str | None) -> str:
 
 
 def _block_changes(loaded: LoadedFleet) -> list[Change]:
-    from db_backup.blocks.databases import SqliteDatabase
     from prefect.blocks.system import Secret
+
+    from db_backup.blocks.databases import SqliteDatabase
 
     changes = []
     fleet = loaded.fleet

@@ -8,7 +8,6 @@ from typing import Any
 
 from db_backup.deployments.apply.blocks import SLACK_SLUG
 from db_backup.deployments.fleet import LoadedFleet
-
 from db_backup.errors import FleetError
 from db_backup.parsing import block_reference
 
