@@ -339,11 +339,18 @@ def mapped_errors(mapper: ErrorMapper) -> Iterator[None]:
 
 
 def from_sdk(exc: BaseException, *packages: str) -> bool:
-    """True when ``exc`` is an I/O or transport error, or defined in one of ``packages``."""
+    """True when ``exc`` is an I/O or transport error, or was defined or raised by code of
+    one of ``packages`` (an SDK may raise a plain ValueError on a malformed reply)."""
     if isinstance(exc, OSError):
         return True
-    module = type(exc).__module__
-    return any(module == p or module.startswith(p + ".") for p in (*packages, *TRANSPORT_PACKAGES))
+    modules = [type(exc).__module__]
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    if tb is not None:
+        modules.append(str(tb.tb_frame.f_globals.get("__name__", "")))
+    names = (*packages, *TRANSPORT_PACKAGES)
+    return any(m == p or m.startswith(p + ".") for m in modules for p in names)
 
 
 class MappedReader(io.RawIOBase):

@@ -90,17 +90,18 @@ class GcsStorage(PrefixedKeys):
         size = file_size(path)
         blob = self._blob(key, chunked=size > self.settings.part_size)
         try:
-            with open(path, "rb") as fh:
-                reader = HashingReader(fh)  # type: ignore[arg-type]
-                blob.upload_from_file(
-                    reader,
-                    size=size,
-                    timeout=self.settings.timeout,
-                    retry=self._retry(),
-                    checksum="crc32c",
-                )
-        except (FileNotFoundError, PermissionError) as exc:
+            fh = open(path, "rb")  # noqa: SIM115 - closed by the with below
+        except OSError as exc:
             raise PermanentStorageError(f"staged file {path}: {exc}") from exc
+        with fh, self._sdk(key):
+            reader = HashingReader(fh)  # type: ignore[arg-type]
+            blob.upload_from_file(
+                reader,
+                size=size,
+                timeout=self.settings.timeout,
+                retry=self._retry(),
+                checksum="crc32c",
+            )
         digests = reader.digests()
         # The SDK compared the crc32c of the bytes it sent with the one the store
         # computed (DataCorruption otherwise); the store's size must match too.
