@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from db_backup.incremental import chunking_sink
+from db_backup.chunks.incremental import chunking_sink
 from db_backup.storage.local import LocalStorage
 
 

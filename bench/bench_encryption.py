@@ -27,9 +27,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from db_backup import keys
 from db_backup import operations as ops
 from db_backup.connectors import connector_from_url
+from db_backup.crypto import keys
 from db_backup.pipeline import DumpSink, EncodeLayer
 from db_backup.storage.local import LocalStorage
 
@@ -138,7 +138,7 @@ def layer_speed(stored: int) -> None:
     """The encryption layer alone on 256 MiB of incompressible bytes (best of 3)."""
     import io
 
-    from db_backup.crypto import DataKey
+    from db_backup.crypto.stream import DataKey
 
     class Null(io.RawIOBase):
         def writable(self) -> bool:

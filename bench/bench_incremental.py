@@ -194,9 +194,8 @@ def report_memory(logical: int, chunks: int) -> None:
 
 
 def flow_scenario(args: argparse.Namespace, work: Path) -> None:
-    from db_backup.flows.backup import backup_database
-
     from db_backup.catalog import find_backup
+    from db_backup.flows.backup import backup_database
     from db_backup.storage.local import LocalStorage
 
     storage = str(work / "store")
@@ -263,7 +262,7 @@ def dump_args(engine: str, url: str) -> str:
 
 def chunk_pg_dump(url: str, dbname: str, storage_dir: Path, staging: Path):  # type: ignore[no-untyped-def]
     """Stream ``pg_dump -Fp`` of ``dbname`` into the chunk store; return stats and seconds."""
-    from db_backup.incremental import chunking_sink
+    from db_backup.chunks.incremental import chunking_sink
     from db_backup.storage.local import LocalStorage
 
     staging.mkdir(parents=True, exist_ok=True)

@@ -29,11 +29,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from db_backup.checks import record_check  # noqa: E402
-from db_backup.connectors.sqlite import SqliteConnector  # noqa: E402
-from db_backup.drill import run_drill  # noqa: E402
-from db_backup.pruning import plan_prune  # noqa: E402
-from db_backup.retention import Policy  # noqa: E402
+from db_backup.checks.drill import run_drill  # noqa: E402
+from db_backup.checks.records import record_check  # noqa: E402
+from db_backup.connectors.sqlite.logical import SqliteConnector  # noqa: E402
+from db_backup.retention.policy import Policy  # noqa: E402
+from db_backup.retention.prune import plan_prune  # noqa: E402
 from db_backup.storage.local import LocalStorage  # noqa: E402
 from tests.backup_helpers import make_backup  # noqa: E402
 
@@ -132,7 +132,7 @@ def bench_prune(work: Path, n: int) -> None:
     for i in range(n):
         m = make_backup(store, "fleet", db, now - timedelta(hours=i + 1))
         if i % 2 == 0:
-            from db_backup.checks import CheckRecord
+            from db_backup.checks.records import CheckRecord
 
             record_check(
                 store,

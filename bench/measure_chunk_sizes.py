@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import sys
 
-from db_backup.chunking import Chunker, ChunkParams
+from db_backup.chunks.chunking import Chunker, ChunkParams
 
 KiB = 1024
 CANDIDATES = [

@@ -32,7 +32,7 @@ import pymongo  # noqa: E402
 from bson.raw_bson import RawBSONDocument  # noqa: E402
 
 from db_backup.connectors.base import RestoreRequest, RestoreSource  # noqa: E402
-from db_backup.connectors.mongodb import MongoConnector  # noqa: E402
+from db_backup.connectors.mongodb.logical import MongoConnector  # noqa: E402
 from db_backup.manifest import Manifest, StoredObject  # noqa: E402
 from db_backup.pipeline import DumpSink  # noqa: E402
 from tests.mongo_helpers import assert_same_collection, load_shop, start_nx  # noqa: E402

@@ -7,12 +7,12 @@ from typing import TYPE_CHECKING, Any
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr
 
-from db_backup.connectors.mysql import MySQLConnector
-from db_backup.connectors.postgres import PostgresConnector
-from db_backup.connectors.sqlite import SqliteConnector
+from db_backup.connectors.mysql.logical import MySQLConnector
+from db_backup.connectors.postgres.logical import PostgresConnector
+from db_backup.connectors.sqlite.logical import SqliteConnector
 
 if TYPE_CHECKING:
-    from db_backup.connectors.mongodb import MongoConnector
+    from db_backup.connectors.mongodb.logical import MongoConnector
 
 
 class SqliteDatabase(Block):
@@ -67,7 +67,7 @@ class MongoDatabase(Block):
 
     def connector(self, **overrides: Any) -> MongoConnector:
         """The connector for this database (``database`` may be overridden for restores)."""
-        from db_backup.connectors.mongodb import MongoConnector
+        from db_backup.connectors.mongodb.logical import MongoConnector
 
         url = self._url(overrides.get("database"))
         password = self.password.get_secret_value() if self.password else None

@@ -8,6 +8,7 @@ from typing import Any
 from db_backup.connectors import connector_from_url
 from db_backup.connectors.base import Connector
 from db_backup.errors import ConfigError
+from db_backup.parsing import STORAGE_HINT, block_reference, refuse_url_secrets
 from db_backup.storage import Storage, open_storage
 
 # Block type slug -> importer of the block class (imported lazily: optional extras).
@@ -79,12 +80,7 @@ _register_cloud_blocks()
 
 
 def _block_ref(ref: str, registry: dict[str, Callable[[], type]]) -> tuple[str, str] | None:
-    if "://" in ref or "/" not in ref:
-        return None
-    slug, _, name = ref.partition("/")
-    if slug in registry and name and "/" not in name:
-        return slug, name
-    return None
+    return block_reference(ref, tuple(registry))
 
 
 def load_block(ref: str, registry: dict[str, Callable[[], type]]) -> Any:
@@ -103,6 +99,7 @@ def resolve_database(ref: str, **overrides: Any) -> Connector:
     """A connector for a block reference, URL or SQLite path."""
     block_ref = _block_ref(ref, DATABASE_BLOCKS)
     if block_ref is None:
+        refuse_url_secrets(ref)
         return connector_from_url(ref)
     block = load_block(ref, DATABASE_BLOCKS)
     return block.connector(**overrides)  # type: ignore[no-any-return]
@@ -112,6 +109,7 @@ def resolve_storage(ref: str) -> Storage:
     """A storage adapter for a block reference, URL or local path."""
     block_ref = _block_ref(ref, STORAGE_BLOCKS)
     if block_ref is None:
+        refuse_url_secrets(ref, "storage URL", STORAGE_HINT)
         return open_storage(ref)
     block = load_block(ref, STORAGE_BLOCKS)
     adapter = STORAGE_ADAPTERS.get(type(block).__name__)

@@ -21,7 +21,7 @@ from __future__ import annotations
 from typing import Any
 
 from db_backup.errors import ConfigError
-from db_backup.storage.cloud import TransferSettings
+from db_backup.storage.cloud import TransferSettings, mapped_errors
 
 
 def s3_bucket_block() -> type:
@@ -51,10 +51,9 @@ def s3_adapter(block: Any) -> Any:
     params = creds.aws_client_parameters.get_params_override()
     ours = sdk_config(settings, path_style=bool(params.get("endpoint_url")))
     params["config"] = ours.merge(params["config"]) if params.get("config") else ours
-    try:
+    where = f"s3://{block.bucket_name}"
+    with mapped_errors(lambda exc: map_s3_error(exc, block.bucket_name, where)):
         client = creds.get_boto3_session().client("s3", **params)
-    except Exception as exc:
-        raise map_s3_error(exc, block.bucket_name, f"s3://{block.bucket_name}") from exc
     return S3Storage(client, block.bucket_name, block.bucket_folder or "", settings)
 
 
@@ -62,10 +61,8 @@ def gcs_adapter(block: Any) -> Any:
     """GcsStorage over the block's GcpCredentials client and bucket."""
     from db_backup.storage.gcs import GcsStorage, map_gcs_error
 
-    try:
+    with mapped_errors(lambda exc: map_gcs_error(exc, block.bucket, f"gs://{block.bucket}")):
         client = block.gcp_credentials.get_cloud_storage_client()
-    except Exception as exc:
-        raise map_gcs_error(exc, block.bucket, f"gs://{block.bucket}") from exc
     return GcsStorage(client, block.bucket, block.bucket_folder or "")
 
 

@@ -7,7 +7,6 @@ guessed at.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator
 
 from db_backup.errors import BackupNotFound, ManifestError, StorageError
@@ -22,7 +21,7 @@ from db_backup.manifest import (
     next_backup_id,
     parse_manifest,
 )
-from db_backup.storage.base import ObjectInfo, Storage
+from db_backup.storage.base import Storage
 
 SkipFn = Callable[[str, Exception], None]
 RESERVED_PREFIXES = ("_", ".")
@@ -107,13 +106,3 @@ def allocate_backup_id(storage: Storage, name: str) -> str:
 
 def _prefix_used(storage: Storage, prefix: str) -> bool:
     return any(True for _ in storage.list(prefix))
-
-
-def objects_of(storage: Storage, name: str, backup_id: str) -> list[ObjectInfo]:
-    """Every object stored under one backup's prefix, manifest included."""
-    return list(storage.list(backup_prefix(name, backup_id)))
-
-
-def summaries(manifests: list[Manifest]) -> str:
-    """JSON array for ``list --json``."""
-    return json.dumps([m.summary() for m in manifests], indent=2)

@@ -5,12 +5,15 @@ and its message names the object and the cause on one line::
 
     BackupError
     ├── ConfigError            bad input: a URL, a flag, a fleet file, a policy
+    │   └── FleetError         a fleet file that cannot be applied (every problem listed)
     ├── SourceError            the database cannot be read
-    │   └── ToolFailed         pg_dump / mariadb-dump / ... exited non-zero
+    │   ├── ToolFailed         pg_dump / mariadb-dump / ... exited non-zero
+    │   └── TransientSourceError  the connection dropped mid-dump (retried)
     ├── TargetError            the restore target cannot be written, or holds data
     ├── StorageError           the store cannot be read or written
     │   ├── ObjectNotFound     a key that is not in the store
-    │   └── PermanentStorageError  bad credentials, missing bucket, access denied
+    │   ├── PermanentStorageError  bad credentials, missing bucket, access denied
+    │   └── StagingError       the local staging directory cannot hold the dump
     ├── BackupNotFound         no manifest for that id / name
     ├── ManifestError          a manifest that cannot be read or has an unknown version
     ├── IntegrityError         size or sha256 does not match the manifest
@@ -18,6 +21,8 @@ and its message names the object and the cause on one line::
     │   ├── VerificationFailed  one or more backups failed verify (all are named)
     │   └── DrillFailed        a restore drill found the backup unusable
     └── EncryptionError        wrong key, unknown header, tampered ciphertext
+        └── PassphraseRequired an encrypted backup read without its passphrase (also a
+                               ConfigError: a set-up problem, never a verdict on the backup)
 
 ``exit_code`` is what the CLI exits with; ``transient`` says whether a retry
 may help (network blips, throttling), which the Prefect tasks' retry condition
@@ -40,6 +45,15 @@ class ConfigError(BackupError):
     exit_code = 2
 
 
+class FleetError(ConfigError):
+    """A fleet file that cannot be applied; ``problems`` holds one line per problem."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.problems = problems
+        count = f"{len(problems)} problem(s)" if len(problems) != 1 else "1 problem"
+        super().__init__(f"{source} has {count}; nothing was changed: " + "; ".join(problems))
+
+
 class SourceError(BackupError):
     """The source database cannot be read (missing, not a database, unreachable)."""
 
@@ -48,6 +62,12 @@ class SourceError(BackupError):
 
 class ToolFailed(SourceError):
     """An external tool (pg_dump, mariadb-dump, ...) exited non-zero; carries its stderr."""
+
+
+class TransientSourceError(SourceError):
+    """The connection dropped mid-dump; a retry may succeed."""
+
+    transient = True
 
 
 class TargetError(BackupError):
@@ -71,6 +91,12 @@ class PermanentStorageError(StorageError):
 
 class ObjectNotFound(StorageError):
     """A key that is not in the store."""
+
+    transient = False
+
+
+class StagingError(StorageError):
+    """The local staging directory cannot hold the dump (full disk, permissions)."""
 
     transient = False
 
@@ -109,6 +135,13 @@ class EncryptionError(BackupError):
     """Wrong key, unknown encryption header version, or tampered ciphertext."""
 
     exit_code = 9
+
+
+class PassphraseRequired(EncryptionError, ConfigError):
+    """An encrypted backup was to be read but no passphrase (no data key) was given.
+
+    A configuration problem, not a fault of the backup: drills record no verdict for it.
+    """
 
 
 def is_transient(exc: BaseException) -> bool:

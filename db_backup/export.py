@@ -13,13 +13,11 @@ import os
 import tempfile
 from pathlib import Path
 
-from db_backup.chunkstore import is_chunked
-from db_backup.crypto import DataKey
-from db_backup.errors import EncryptionError, TargetError
-from db_backup.keys import backup_key_id
+from db_backup.crypto.stream import DataKey
+from db_backup.errors import TargetError
 from db_backup.manifest import Manifest, StoredObject
-from db_backup.operations import download_verified
 from db_backup.pipeline import copy_stream, open_decoded
+from db_backup.read import decode_layers, download_verified, require_key
 from db_backup.storage.base import Storage
 
 
@@ -43,15 +41,9 @@ def export_backup(
 
     One part: ``dest`` is the file. Several parts: ``dest`` is a directory that
     receives one file per part. An existing file is refused unless ``force``.
-    An encrypted backup needs ``key``, its data key (EncryptionError otherwise).
+    An encrypted backup needs ``key``, its data key (PassphraseRequired otherwise).
     """
-    key_id = backup_key_id(manifest)
-    if key_id is not None and (key is None or key.key_id_hex != key_id):
-        raise EncryptionError(
-            f"backup {manifest.name}/{manifest.backup_id} is encrypted with key {key_id}: "
-            "export needs that key (passphrase)"
-        )
-    key = key if key_id else None
+    key = require_key(manifest, key, "export")
     if len(manifest.objects) == 1:
         targets = [(manifest.objects[0], dest)]
     else:
@@ -70,7 +62,7 @@ def _export_one(storage: Storage, obj: StoredObject, path: Path, key: DataKey | 
     with tempfile.TemporaryDirectory(prefix=".db-backup-export-", dir=path.parent) as tmp:
         staged = download_verified(storage, obj, Path(tmp), key)
         # A chunked object is decrypted while staged; a whole one is decrypted here.
-        layers = [key.decode_layer(f"object {obj.key}")] if key and not is_chunked(obj) else []
+        layers = decode_layers(obj, key)
         partial = Path(tmp) / "out.partial"
         with (
             open_decoded(staged, obj.key, obj.raw_size, obj.raw_sha256, layers) as src,

@@ -20,7 +20,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from db_backup.crypto.stream import ALGORITHM
 from db_backup.errors import ManifestError
+
+CHUNKED = "chunked"  # encoding of an incremental backup's object: an index of chunks
 
 FORMAT_VERSION = 1
 INCREMENTAL_FORMAT_VERSION = 2
@@ -54,6 +57,21 @@ class StoredObject(BaseModel):
         description="What the store confirmed on upload, e.g. 's3:sha256' or 'gcs:md5+crc32c' "
         "(absent for local directories and for manifests written before it existed).",
     )
+
+    @property
+    def chunked(self) -> bool:
+        """True when the object is an index of chunks (incremental), not a whole dump."""
+        return CHUNKED in self.encoding
+
+    @property
+    def encrypted(self) -> bool:
+        """True when the object (for a chunked one: its index and chunks) is sealed."""
+        return ALGORITHM in self.encoding
+
+    @property
+    def sealed_whole(self) -> bool:
+        """True for an encrypted whole object: staged as ciphertext, decrypted on reading."""
+        return self.encrypted and not self.chunked
 
 
 class Manifest(BaseModel):

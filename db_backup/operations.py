@@ -8,17 +8,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from db_backup.connectors.base import Connector, DumpResult
-from db_backup.errors import BackupError, IntegrityError, ObjectNotFound, SourceError
+from db_backup.errors import IntegrityError, ObjectNotFound, SourceError
 from db_backup.manifest import Manifest, StoredObject, backup_prefix, manifest_key
 from db_backup.pipeline import DumpSink, StagedObject, check_digest, sha256_file, sha256_stream
 from db_backup.storage.base import Storage
 
 if TYPE_CHECKING:
-    from db_backup.crypto import DataKey
+    from db_backup.crypto.stream import DataKey
 
 
 @dataclass
@@ -146,44 +145,14 @@ def commit_manifest(storage: Storage, manifest: Manifest) -> str:
     return key
 
 
-def download_verified(
-    storage: Storage, obj: StoredObject, staging: Path, key: DataKey | None = None
-) -> Path:
-    """Download one object and check size and sha256 before anyone reads it.
-
-    A chunked object (incremental backup) is rebuilt from its chunks, each one
-    checked, into the same staged form as an unencrypted full backup's object;
-    an encrypted one needs ``key`` and is authenticated and decrypted on the way
-    (the staged file is then plain zstd). Other objects are staged as stored.
-    """
-    dest = staging / obj.key.replace("/", "__")
-    if "chunked" in obj.encoding:
-        from db_backup.chunkstore import materialize
-
-        return materialize(storage, obj, dest, key)
-    try:
-        storage.get_file(obj.key, dest)
-        size, digest = sha256_file(dest)
-        check_digest(f"object {obj.key}", size, digest, obj.size, obj.sha256)
-    except ObjectNotFound as exc:
-        dest.unlink(missing_ok=True)
-        raise IntegrityError(
-            f"object {obj.key} listed in the manifest is missing from {storage.describe()}"
-        ) from exc
-    except BaseException:
-        dest.unlink(missing_ok=True)
-        raise
-    return dest
-
-
 def verify_stored(storage: Storage, obj: StoredObject, key: DataKey | None = None) -> None:
     """Re-read a stored object in the store and check size and sha256.
 
     For a chunked object: the index, then every chunk's digest, then the whole
     dump's; an encrypted chunked object needs ``key`` (EncryptionError without it).
     """
-    if "chunked" in obj.encoding:
-        from db_backup.chunkstore import verify_chunked
+    if obj.chunked:
+        from db_backup.chunks.reader import verify_chunked
 
         verify_chunked(storage, obj, key)
         return
@@ -195,16 +164,3 @@ def verify_stored(storage: Storage, obj: StoredObject, key: DataKey | None = Non
             f"object {obj.key} listed in the manifest is missing from {storage.describe()}"
         ) from exc
     check_digest(f"object {obj.key}", size, digest, obj.size, obj.sha256)
-
-
-def verify_manifest_objects(
-    storage: Storage, manifest: Manifest, key: DataKey | None = None
-) -> list[str]:
-    """Verify every object of a backup; return the problems (empty when all are good)."""
-    problems: list[str] = []
-    for obj in manifest.objects:
-        try:
-            verify_stored(storage, obj, key)
-        except BackupError as exc:
-            problems.append(str(exc))
-    return problems

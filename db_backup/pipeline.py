@@ -22,7 +22,7 @@ from typing import BinaryIO
 
 import zstandard
 
-from db_backup.errors import ChecksumMismatch, IntegrityError, StorageError
+from db_backup.errors import ChecksumMismatch, IntegrityError, StagingError, StorageError
 
 DEFAULT_LEVEL = 3
 COPY_CHUNK = 1024 * 1024
@@ -176,12 +176,6 @@ class _ClosingRawWriter(_RawWriter):
             for layer in self._layers:
                 layer.close()
         super().close()
-
-
-class StagingError(StorageError):
-    """The local staging directory cannot hold the dump (full disk, permissions)."""
-
-    transient = False
 
 
 def sha256_file(path: Path) -> tuple[int, str]:

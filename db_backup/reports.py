@@ -9,9 +9,10 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from db_backup.checks import VerifyOutcome
-from db_backup.drill import DrillReport
-from db_backup.pruning import PrunePlan, PruneResult
+from db_backup.checks.drill import DrillReport
+from db_backup.checks.records import VerifyOutcome
+from db_backup.manifest import Manifest, backup_prefix
+from db_backup.retention.prune import PrunePlan, PruneResult
 from db_backup.units import human_bytes
 
 _KEY_RE = re.compile(r"[^a-z0-9-]+")
@@ -121,3 +122,43 @@ def drill_markdown(report: DrillReport) -> str:
 
 def _show(value: int | None) -> str:
     return "-" if value is None else str(value)
+
+
+def backup_artifact_key(name: str) -> str:
+    """The artifact key for backups of ``name`` (lowercase letters, digits and dashes)."""
+    return "backup-" + (re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "unnamed")
+
+
+def backup_rows(manifest: Manifest, location: str) -> list[tuple[str, str]]:
+    """The facts of one finished backup, as (field, value) rows."""
+    seconds = max((manifest.finished_at - manifest.started_at).total_seconds(), 0.0)
+    raw, stored = manifest.logical_bytes, manifest.stored_bytes
+    ratio = f"{raw / stored:.2f}x" if stored else "n/a"
+    speed = f"{human_bytes(int(raw / seconds))}/s" if seconds > 0 else "n/a"
+    return [
+        ("Database", f"{manifest.name} ({manifest.engine}: {manifest.source})"),
+        ("Backup id", manifest.backup_id),
+        ("Raw size", f"{human_bytes(raw)} ({raw} bytes)"),
+        ("Stored size", f"{human_bytes(stored)} ({stored} bytes)"),
+        ("Compression ratio", ratio),
+        ("Duration", f"{seconds:.1f} s"),
+        ("Throughput (raw)", speed),
+        ("Tables", str(len(manifest.tables))),
+        ("Storage location", f"{location}/{backup_prefix(manifest.name, manifest.backup_id)}"),
+    ]
+
+
+def backup_markdown(manifest: Manifest, location: str) -> str:
+    """A markdown table of :func:`backup_rows`, with a title naming the backup."""
+    lines = [
+        f"### Backup {manifest.name}/{manifest.backup_id}",
+        "",
+        "| Field | Value |",
+        "|---|---|",
+    ]
+    lines += [f"| {k} | {_escape_pipes(v)} |" for k, v in backup_rows(manifest, location)]
+    return "\n".join(lines) + "\n"
+
+
+def _escape_pipes(value: str) -> str:
+    return value.replace("|", "\\|")

@@ -36,45 +36,70 @@ import re
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from db_backup.errors import ConfigError
+from db_backup import parsing
+from db_backup.errors import ConfigError, FleetError
 from db_backup.manifest import check_name
 
-_DURATION_RE = re.compile(r"^(\d+)\s*([smhd])$")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 _BLOCK_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 
 
-class FleetError(ConfigError):
-    """A fleet file that cannot be applied; ``problems`` holds one line per problem."""
-
-    def __init__(self, source: str, problems: list[str]) -> None:
-        self.problems = problems
-        count = f"{len(problems)} problem(s)" if len(problems) != 1 else "1 problem"
-        super().__init__(f"{source} has {count}; nothing was changed: " + "; ".join(problems))
-
-
 def parse_duration(value: str) -> timedelta:
-    """``"26h"``, ``"90m"``, ``"2d"``, ``"30s"`` as a timedelta; ValueError otherwise."""
-    match = _DURATION_RE.match(value.strip())
-    if not match or int(match.group(1)) == 0:
-        raise ValueError(f"duration {value!r} is invalid: use a number and s, m, h or d, e.g. 26h")
-    return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+    """``"26h"``, ``"90m"``, ``"2d"``, ``"30s"`` as a timedelta; ValueError otherwise.
+
+    The one duration grammar (:func:`db_backup.parsing.parse_duration`) with
+    the units an alert window takes; ValueError so pydantic reports the line.
+    """
+    try:
+        return parsing.parse_duration(value, parsing.WINDOW_UNITS)
+    except ConfigError as exc:
+        raise ValueError(str(exc)) from None
 
 
 def check_timezone(value: str) -> str:
     """An IANA time-zone name such as ``Europe/Berlin``; ValueError otherwise."""
     try:
-        ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
+        parsing.parse_timezone(value)
+    except ConfigError as exc:
         raise ValueError(
             f"unknown time zone {value!r} (use an IANA name like Europe/Berlin)"
         ) from exc
+    return value
+
+
+def check_retention(value: Retention) -> None:
+    """ValueError unless the prune flow accepts ``value`` (the same parser and checks)."""
+    from db_backup.retention.flags import build_policy
+
+    try:
+        build_policy(
+            value.keep_last,
+            value.keep_hourly,
+            value.keep_daily,
+            value.keep_weekly,
+            value.keep_monthly,
+            value.keep_yearly,
+            value.keep_within,
+        )
+    except ConfigError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def check_url(value: str, what: str) -> str:
+    """ValueError when a URL holds a secret or cannot be parsed; the secret is never echoed."""
+    problem = parsing.url_secret_problem(value)
+    if problem is not None:
+        raise ValueError(
+            f"the {what} {problem} ({parsing.mask_url(value)}); remove it and use "
+            + (
+                "password: {env: NAME} or password: {secret: BLOCK-NAME}"
+                if what == "URL"
+                else "a storage block that holds the credentials"
+            )
+        )
     return value
 
 
@@ -89,6 +114,11 @@ def check_cron(value: str) -> str:
     except ValidationError as exc:
         raise ValueError(f"invalid cron expression {value!r}") from exc
     return value
+
+
+def _is_database_block(ref: str) -> bool:
+    block = parsing.block_reference(ref, ("-database",))
+    return block is not None and all(_BLOCK_NAME_RE.match(part) for part in block)
 
 
 class _Strict(BaseModel):
@@ -127,11 +157,22 @@ class Retention(_Strict):
     def _cron(cls, value: str) -> str:
         return check_cron(value)
 
+    @field_validator("keep_within")
+    @classmethod
+    def _within(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                parsing.parse_duration(value, parsing.RETENTION_UNITS)
+            except ConfigError as exc:
+                raise ValueError(f"{exc}: the prune flow counts whole hours") from None
+        return value
+
     @model_validator(mode="after")
     def _keeps_something(self) -> Retention:
         counts = (self.keep_last, self.keep_hourly, self.keep_daily, self.keep_weekly)
         if not any(counts + (self.keep_monthly, self.keep_yearly)) and not self.keep_within:
             raise ValueError("retention keeps nothing: set at least one keep_* rule")
+        check_retention(self)
         return self
 
 
@@ -169,6 +210,11 @@ class Defaults(_Strict):
     @classmethod
     def _tz(cls, value: str) -> str:
         return check_timezone(value)
+
+    @field_validator("storage")
+    @classmethod
+    def _no_secret_in_storage(cls, value: str | None) -> str | None:
+        return None if value is None else check_url(value, "storage URL")
 
     @field_validator("expect_success_within")
     @classmethod
@@ -220,12 +266,12 @@ class DatabaseJob(_Strict):
     @field_validator("url")
     @classmethod
     def _no_password_in_url(cls, value: str | None) -> str | None:
-        if value is not None and urlsplit(value).password is not None:
-            raise ValueError(
-                "the URL holds a password; remove it and use password: {env: NAME} "
-                "or password: {secret: BLOCK-NAME}"
-            )
-        return value
+        return None if value is None else check_url(value, "URL")
+
+    @field_validator("storage")
+    @classmethod
+    def _no_secret_in_storage(cls, value: str | None) -> str | None:
+        return None if value is None else check_url(value, "storage URL")
 
     @model_validator(mode="after")
     def _one_source(self) -> DatabaseJob:
@@ -235,7 +281,7 @@ class DatabaseJob(_Strict):
             raise ValueError(f"a {self.type} database needs exactly one of {' or '.join(allowed)}")
         if self.password is not None and not self.url:
             raise ValueError("password goes with url (a database block holds its own secrets)")
-        if self.block is not None and not re.match(r"^[a-z0-9-]+-database/[a-z0-9-]+$", self.block):
+        if self.block is not None and not _is_database_block(self.block):
             raise ValueError(f"block {self.block!r} is not a database block reference (slug/name)")
         return self
 

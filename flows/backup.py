@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+from prefect import get_run_logger
+
+from db_backup import operations as ops
 from db_backup.blocks.resolve import resolve_database
+from db_backup.chunks.incremental import check_mode
+from db_backup.crypto.keys import manifest_record
+from db_backup.defaults import DEFAULT_STORAGE
+from db_backup.flows.alerting import alerting_flow
 from db_backup.flows.artifacts import publish_backup_report
-from db_backup.flows.common import DEFAULT_STORAGE, current_flow_run_id, default_name, staging_dir
-from db_backup.flows.hooks import name_failed_step, notify_failure
+from db_backup.flows.common import current_flow_run_id
+from db_backup.manifest import check_name
+from db_backup.parsing import url_secret_problem
+from db_backup.pipeline import DEFAULT_LEVEL
+from db_backup.staging import default_name, staging_dir
 from db_backup.tasks.backup import (
     allocate_id,
     checksum_file,
@@ -16,31 +26,20 @@ from db_backup.tasks.backup import (
 )
 from db_backup.tasks.encryption import prepare_encryption
 from db_backup.tasks.incremental import dump_chunked, finish_incremental
-from prefect import flow, get_run_logger
-
-from db_backup import operations as ops
-from db_backup.incremental import check_mode
-from db_backup.keys import manifest_record
-from db_backup.manifest import check_name
-from db_backup.pipeline import DEFAULT_LEVEL
 
 
 def _run_name() -> str:
     from prefect.runtime import flow_run
 
     params = flow_run.parameters
-    name = params.get("name") or default_name(params["database"])
+    database = str(params["database"])
+    if not params.get("name") and url_secret_problem(database):
+        return f"backup-refused-{flow_run.scheduled_start_time:%Y%m%dT%H%M%SZ}"  # fails at once
+    name = params.get("name") or default_name(database)
     return f"backup-{name}-{flow_run.scheduled_start_time:%Y%m%dT%H%M%SZ}"
 
 
-@flow(
-    name="backup-database",
-    flow_run_name=_run_name,
-    log_prints=False,
-    on_failure=[notify_failure],
-    on_crashed=[notify_failure],
-)
-@name_failed_step
+@alerting_flow("backup-database", flow_run_name=_run_name, log_prints=False)
 def backup_database(
     database: str,
     storage: str = DEFAULT_STORAGE,

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from db_backup.flows.common import DEFAULT_STORAGE
-from db_backup.tasks.gc import DEFAULT_GRACE_HOURS, collect_chunk_garbage
-from prefect import flow
+from db_backup.defaults import DEFAULT_STORAGE, GC_GRACE_HOURS
+from db_backup.flows.alerting import alerting_flow
+from db_backup.tasks.gc import collect_chunk_garbage
 
 
-@flow(name="gc-chunks", flow_run_name="gc-chunks")
+@alerting_flow("gc-chunks", alerts=False, flow_run_name="gc-chunks")
 def gc_chunks(
-    storage: str = DEFAULT_STORAGE, grace_hours: float = DEFAULT_GRACE_HOURS, dry_run: bool = False
+    storage: str = DEFAULT_STORAGE, grace_hours: float = GC_GRACE_HOURS, dry_run: bool = False
 ) -> dict[str, object]:
     """Delete chunks that no backup references and that are older than ``grace_hours``.
 

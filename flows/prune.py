@@ -5,51 +5,19 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from db_backup.flows.common import DEFAULT_STORAGE
-from db_backup.flows.hooks import name_failed_step, notify_failure
-from db_backup.tasks.gc import collect_chunk_garbage
-from db_backup.tasks.prune import apply_prune, plan_prune, publish_prune_report
-from prefect import flow, get_run_logger
+from prefect import get_run_logger
 
 from db_backup import reports
+from db_backup.defaults import DEFAULT_STORAGE, ORPHAN_GRACE
 from db_backup.errors import StorageError
+from db_backup.flows.alerting import alerting_flow
 from db_backup.manifest import check_name
-from db_backup.pruning import DEFAULT_ORPHAN_GRACE
-from db_backup.retention import Policy, parse_duration
+from db_backup.retention.flags import build_policy
+from db_backup.tasks.gc import collect_chunk_garbage
+from db_backup.tasks.prune import apply_prune, plan_prune, publish_prune_report
 
 
-def build_policy(
-    keep_last: int = 0,
-    keep_hourly: int = 0,
-    keep_daily: int = 0,
-    keep_weekly: int = 0,
-    keep_monthly: int = 0,
-    keep_yearly: int = 0,
-    keep_within: str | None = None,
-    timezone: str = "UTC",
-) -> Policy:
-    """A validated policy from flow / CLI values; ConfigError for one that keeps nothing."""
-    policy = Policy(
-        keep_last=keep_last,
-        keep_hourly=keep_hourly,
-        keep_daily=keep_daily,
-        keep_weekly=keep_weekly,
-        keep_monthly=keep_monthly,
-        keep_yearly=keep_yearly,
-        keep_within=parse_duration(keep_within) if keep_within else None,
-        timezone=timezone,
-    )
-    policy.validate()
-    return policy
-
-
-@flow(
-    name="prune-backups",
-    flow_run_name="prune-{name}",
-    on_failure=[notify_failure],
-    on_crashed=[notify_failure],
-)
-@name_failed_step
+@alerting_flow("prune-backups", flow_run_name="prune-{name}")
 def prune_backups(
     name: str,
     storage: str = DEFAULT_STORAGE,
@@ -62,7 +30,7 @@ def prune_backups(
     keep_within: str | None = None,
     timezone: str = "UTC",
     apply: bool = False,
-    orphan_grace_hours: float = DEFAULT_ORPHAN_GRACE.total_seconds() / 3600,
+    orphan_grace_hours: float = ORPHAN_GRACE.total_seconds() / 3600,
     collect_chunks: bool = True,
 ) -> dict[str, Any]:
     """Apply a retention policy to the backups of ``name``.

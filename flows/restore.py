@@ -5,8 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from db_backup.flows.common import DEFAULT_STORAGE, current_flow_run_id, staging_dir
-from db_backup.flows.hooks import name_failed_step, notify_failure
+from prefect import get_run_logger
+
+from db_backup import reports
+from db_backup.checks.records import VerifyOutcome, verify_record
+from db_backup.crypto.keys import KeySource
+from db_backup.defaults import DEFAULT_STORAGE
+from db_backup.errors import BackupNotFound, VerificationFailed
+from db_backup.flows.alerting import alerting_flow
+from db_backup.flows.common import current_flow_run_id
+from db_backup.manifest import Manifest, check_name
+from db_backup.staging import staging_dir
 from db_backup.tasks.drill import publish_markdown, store_check, verify_one
 from db_backup.tasks.encryption import unlock_backup_key
 from db_backup.tasks.restore import (
@@ -16,23 +25,9 @@ from db_backup.tasks.restore import (
     list_manifests,
     restore_objects,
 )
-from prefect import flow, get_run_logger
-
-from db_backup import reports
-from db_backup.checks import VerifyOutcome, verify_record
-from db_backup.chunkstore import is_sealed
-from db_backup.errors import BackupNotFound, VerificationFailed
-from db_backup.keys import KeySource
-from db_backup.manifest import Manifest, check_name
 
 
-@flow(
-    name="restore-database",
-    flow_run_name="restore-{name}-{backup}",
-    on_failure=[notify_failure],
-    on_crashed=[notify_failure],
-)
-@name_failed_step
+@alerting_flow("restore-database", flow_run_name="restore-{name}-{backup}")
 def restore_database(
     name: str,
     target: str,
@@ -65,13 +60,7 @@ def restore_database(
     return {"backup_id": manifest.backup_id, "target": result.target, "tables": result.tables}
 
 
-@flow(
-    name="verify-backup",
-    flow_run_name="verify-{name}-{backup}",
-    on_failure=[notify_failure],
-    on_crashed=[notify_failure],
-)
-@name_failed_step
+@alerting_flow("verify-backup", flow_run_name="verify-{name}-{backup}")
 def verify_backup(
     name: str,
     backup: str = "latest",
@@ -117,7 +106,7 @@ def _verify_key(
 
     Encrypted full backups are verified without it (their stored bytes carry a sha256).
     """
-    if not any(is_sealed(o) for o in manifest.objects) or manifest.encryption is None:
+    if not any(o.chunked and o.encrypted for o in manifest.objects) or manifest.encryption is None:
         return None
     key_id = str(manifest.encryption.get("key_id"))
     if key_id not in unlocked:

@@ -4,35 +4,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from db_backup.blocks.resolve import resolve_database, resolve_storage
-from db_backup.tasks.encryption import encode_layers
-from db_backup.tasks.retry import (
-    IO_JITTER,
-    IO_RETRIES,
-    IO_RETRY_DELAYS,
-    SHORT_RETRY_DELAYS,
-    retry_transient,
-)
-from prefect import get_run_logger, task
-from prefect.cache_policies import NONE
+from prefect import get_run_logger
 
 from db_backup import operations as ops
+from db_backup.blocks.resolve import resolve_database, resolve_storage
 from db_backup.catalog import allocate_backup_id, list_backups
-from db_backup.keys import KeySource, require_encrypted
+from db_backup.crypto.keys import KeySource, require_encrypted
 from db_backup.manifest import Manifest, StoredObject
 from db_backup.pipeline import DumpSink, StagedObject
 from db_backup.progress import current_progress
+from db_backup.tasks.encryption import encode_layers
+from db_backup.tasks.policy import LOOKUP, ONCE, io_task
 from db_backup.units import human_bytes
 
 
-@task(
-    name="dump",
-    cache_policy=NONE,
-    retries=IO_RETRIES,
-    retry_delay_seconds=IO_RETRY_DELAYS,
-    retry_jitter_factor=IO_JITTER,
-    retry_condition_fn=retry_transient,
-)
+@io_task("dump")
 def dump_database(
     database: str, staging: str, level: int, threads: int | None, key: KeySource | None = None
 ) -> ops.DumpOutcome:
@@ -44,7 +30,7 @@ def dump_database(
     """
     logger = get_run_logger()
     connector = resolve_database(database)
-    threads = getattr(connector, "compress_threads", 0) if threads is None else threads
+    threads = 0 if threads is None else threads  # 0: zstd's single-threaded default
     with encode_layers(key) as layers:
         sink = DumpSink(
             Path(staging), level=level, threads=threads, layers=layers, progress=current_progress()
@@ -65,7 +51,7 @@ def dump_database(
     return outcome
 
 
-@task(name="checksum", cache_policy=NONE)
+@io_task("checksum", ONCE)
 def checksum_file(obj: StagedObject) -> StagedObject:
     """Re-read a staged part and confirm its sha256 before it leaves the machine."""
     ops.verify_staged(obj)
@@ -73,14 +59,7 @@ def checksum_file(obj: StagedObject) -> StagedObject:
     return obj
 
 
-@task(
-    name="upload",
-    cache_policy=NONE,
-    retries=IO_RETRIES,
-    retry_delay_seconds=IO_RETRY_DELAYS,
-    retry_jitter_factor=IO_JITTER,
-    retry_condition_fn=retry_transient,
-)
+@io_task("upload")
 def upload_file(storage: str, obj: StagedObject, key: str) -> StoredObject:
     """Upload one staged part to the store (safe to run twice: same key, whole object)."""
     store = resolve_storage(storage)
@@ -91,39 +70,20 @@ def upload_file(storage: str, obj: StagedObject, key: str) -> StoredObject:
     return stored
 
 
-@task(
-    name="previous-backup",
-    cache_policy=NONE,
-    retries=2,
-    retry_delay_seconds=SHORT_RETRY_DELAYS,
-    retry_condition_fn=retry_transient,
-)
+@io_task("previous-backup", LOOKUP)
 def previous_backup(storage: str, name: str) -> Manifest | None:
     """The newest complete backup of ``name``, used to catch suspiciously small dumps."""
     backups = list_backups(resolve_storage(storage), name)
     return backups[-1] if backups else None
 
 
-@task(
-    name="allocate-id",
-    cache_policy=NONE,
-    retries=2,
-    retry_delay_seconds=SHORT_RETRY_DELAYS,
-    retry_condition_fn=retry_transient,
-)
+@io_task("allocate-id", LOOKUP)
 def allocate_id(storage: str, name: str) -> str:
     """A fresh, sortable backup id not yet used under ``name``."""
     return allocate_backup_id(resolve_storage(storage), name)
 
 
-@task(
-    name="write-manifest",
-    cache_policy=NONE,
-    retries=IO_RETRIES,
-    retry_delay_seconds=IO_RETRY_DELAYS,
-    retry_jitter_factor=IO_JITTER,
-    retry_condition_fn=retry_transient,
-)
+@io_task("write-manifest")
 def write_manifest(storage: str, manifest: Manifest) -> str:
     """Write the manifest last; from then on the backup exists."""
     store = resolve_storage(storage)

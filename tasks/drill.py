@@ -4,29 +4,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from db_backup.blocks.resolve import resolve_database, resolve_storage
-from db_backup.tasks.encryption import load_data_key
-from db_backup.tasks.retry import (
-    IO_JITTER,
-    IO_RETRIES,
-    IO_RETRY_DELAYS,
-    SHORT_RETRY_DELAYS,
-    retry_transient,
-)
-from prefect import get_run_logger, task
+from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact
-from prefect.cache_policies import NONE
 
-from db_backup import drill, reports
-from db_backup.checks import CheckRecord, VerifyOutcome, record_check, verify_backup_objects
+from db_backup import reports
+from db_backup.blocks.resolve import resolve_database, resolve_storage
+from db_backup.checks import drill
+from db_backup.checks.records import CheckRecord, VerifyOutcome, record_check, verify_backup_objects
 from db_backup.connectors.base import Connector
 from db_backup.connectors.scratch import default_scratch_base, open_scratch, scratch_label
-from db_backup.keys import KeySource
+from db_backup.crypto.keys import KeySource
 from db_backup.manifest import Manifest
+from db_backup.tasks.encryption import load_data_key
+from db_backup.tasks.policy import LOOKUP, ONCE, io_task
 from db_backup.units import human_bytes
 
 
-@task(name="create-scratch", cache_policy=NONE)
+@io_task("create-scratch", ONCE)
 def create_scratch(manifest: Manifest, scratch: str | None) -> Connector:
     """Create the empty, temporary database a drill restores into (never a real one)."""
     base = resolve_database(scratch) if scratch else default_scratch_base(manifest.engine)
@@ -35,32 +29,33 @@ def create_scratch(manifest: Manifest, scratch: str | None) -> Connector:
     return target
 
 
-@task(name="drill", cache_policy=NONE)
+@io_task("drill", ONCE)
 def drill_into(
-    storage: str, manifest: Manifest, target: Connector, staging: str
+    storage: str,
+    manifest: Manifest,
+    target: Connector,
+    staging: str,
+    key: KeySource | None = None,
 ) -> drill.DrillReport:
-    """Download (sha256-checked), restore into the scratch target, count rows, run the check."""
-    report = drill.run_drill(resolve_storage(storage), manifest, target, Path(staging))
+    """Download (sha256-checked), restore into the scratch target, count rows, run the check.
+
+    ``key``: the data key of an encrypted backup (see ``unlock_backup_key``).
+    """
+    data_key = load_data_key(key) if key else None
+    report = drill.run_drill(resolve_storage(storage), manifest, target, Path(staging), data_key)
     logger = get_run_logger()
     (logger.info if report.ok else logger.error)(drill.summary_line(report))
     return report
 
 
-@task(name="drop-scratch", cache_policy=NONE, retries=2, retry_delay_seconds=SHORT_RETRY_DELAYS)
+@io_task("drop-scratch", LOOKUP, transient_only=False)
 def drop_scratch(target: Connector) -> None:
     """Drop the scratch target the drill created."""
     target.drop()
     get_run_logger().info("Dropped scratch target %s", target.describe())
 
 
-@task(
-    name="record-check",
-    cache_policy=NONE,
-    retries=IO_RETRIES,
-    retry_delay_seconds=IO_RETRY_DELAYS,
-    retry_jitter_factor=IO_JITTER,
-    retry_condition_fn=retry_transient,
-)
+@io_task("record-check")
 def store_check(storage: str, record: CheckRecord) -> str:
     """Write a drill or verify record next to the backup (a new object; manifests stay)."""
     key = record_check(resolve_storage(storage), record)
@@ -75,14 +70,7 @@ def store_check(storage: str, record: CheckRecord) -> str:
     return key
 
 
-@task(
-    name="verify",
-    cache_policy=NONE,
-    retries=IO_RETRIES,
-    retry_delay_seconds=IO_RETRY_DELAYS,
-    retry_jitter_factor=IO_JITTER,
-    retry_condition_fn=retry_transient,
-)
+@io_task("verify")
 def verify_one(storage: str, manifest: Manifest, key: KeySource | None = None) -> VerifyOutcome:
     """Re-read every object of one backup; damaged objects are listed, not raised.
 
@@ -109,7 +97,7 @@ def verify_one(storage: str, manifest: Manifest, key: KeySource | None = None) -
     return outcome
 
 
-@task(name="publish-report", cache_policy=NONE)
+@io_task("publish-report", ONCE)
 def publish_markdown(kind: str, name: str, markdown: str, description: str) -> None:
     """A Markdown artifact keyed ``<kind>-<name>``, so the UI shows its history."""
     create_markdown_artifact(

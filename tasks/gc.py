@@ -4,28 +4,20 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from db_backup.blocks.resolve import resolve_storage
-from db_backup.tasks.encryption import load_passphrase
-from db_backup.tasks.retry import IO_JITTER, IO_RETRIES, IO_RETRY_DELAYS, retry_transient
-from prefect import get_run_logger, task
-from prefect.cache_policies import NONE
+from prefect import get_run_logger
 
-from db_backup.chunkgc import collect_garbage
-from db_backup.chunkstore import MAX_BACKUP_TIME, REFRESH_AGE
-from db_backup.keys import passphrase_from_env
+from db_backup.blocks.passphrase import load_passphrase
+from db_backup.blocks.resolve import resolve_storage
+from db_backup.chunks.gc import collect_garbage
+from db_backup.crypto.keys import passphrase_from_env
+from db_backup.defaults import GC_GRACE_HOURS
+from db_backup.tasks.policy import io_task
 from db_backup.units import human_bytes
 
-DEFAULT_GRACE_HOURS = (REFRESH_AGE + MAX_BACKUP_TIME).total_seconds() / 3600
+DEFAULT_GRACE_HOURS = GC_GRACE_HOURS
 
 
-@task(
-    name="collect-chunk-garbage",
-    cache_policy=NONE,
-    retries=IO_RETRIES,
-    retry_delay_seconds=IO_RETRY_DELAYS,
-    retry_jitter_factor=IO_JITTER,
-    retry_condition_fn=retry_transient,
-)
+@io_task("collect-chunk-garbage")
 def collect_chunk_garbage(
     storage: str,
     grace_hours: float = DEFAULT_GRACE_HOURS,

@@ -4,29 +4,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from db_backup.blocks.resolve import resolve_database, resolve_storage
-from db_backup.tasks.encryption import load_data_key
-from db_backup.tasks.retry import IO_JITTER, IO_RETRIES, IO_RETRY_DELAYS, retry_transient
-from prefect import get_run_logger, task
-from prefect.cache_policies import NONE
+from prefect import get_run_logger
 
-from db_backup import incremental as inc
 from db_backup import operations as ops
-from db_backup.keys import KeySource, require_encrypted
+from db_backup.blocks.resolve import resolve_database, resolve_storage
+from db_backup.chunks import incremental as inc
+from db_backup.chunks.writer import ChunkedStagedObject
+from db_backup.crypto.keys import KeySource, require_encrypted
 from db_backup.manifest import Manifest
 from db_backup.pipeline import StagedObject
 from db_backup.progress import current_progress
+from db_backup.tasks.encryption import load_data_key
+from db_backup.tasks.policy import ONCE, io_task
 from db_backup.units import human_bytes
 
 
-@task(
-    name="dump-chunked",
-    cache_policy=NONE,
-    retries=IO_RETRIES,
-    retry_delay_seconds=IO_RETRY_DELAYS,
-    retry_jitter_factor=IO_JITTER,
-    retry_condition_fn=retry_transient,
-)
+@io_task("dump-chunked")
 def dump_chunked(
     database: str, storage: str, staging: str, level: int, key: KeySource | None = None
 ) -> ops.DumpOutcome:
@@ -46,8 +39,8 @@ def dump_chunked(
     if key:
         require_encrypted(outcome.objects)
     for obj in outcome.objects:
-        stats = getattr(obj, "chunk_stats", None)
-        if stats is not None:
+        if isinstance(obj, ChunkedStagedObject):
+            stats = obj.chunk_stats
             get_run_logger().info(
                 "Chunked %s: %s raw in %d chunks; %d new (%s uploaded), %d renewed, %d reused",
                 obj.part,
@@ -61,7 +54,7 @@ def dump_chunked(
     return outcome
 
 
-@task(name="finish-incremental", cache_policy=NONE)
+@io_task("finish-incremental", ONCE)
 def finish_incremental(storage: str, manifest: Manifest, staged: list[StagedObject]) -> Manifest:
     """Check the chunk-store safety rules and account sizes; the manifest to write."""
     return inc.finish_manifest(resolve_storage(storage), manifest, staged)

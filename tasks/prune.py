@@ -4,23 +4,17 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from db_backup.blocks.resolve import resolve_storage
-from db_backup.tasks.retry import SHORT_RETRY_DELAYS, retry_transient
-from prefect import get_run_logger, task
+from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact
-from prefect.cache_policies import NONE
 
-from db_backup import pruning, reports
-from db_backup.retention import Policy, utcnow
+from db_backup import reports
+from db_backup.blocks.resolve import resolve_storage
+from db_backup.retention import prune as pruning
+from db_backup.retention.policy import Policy, utcnow
+from db_backup.tasks.policy import LOOKUP, ONCE, io_task
 
 
-@task(
-    name="plan-prune",
-    cache_policy=NONE,
-    retries=2,
-    retry_delay_seconds=SHORT_RETRY_DELAYS,
-    retry_condition_fn=retry_transient,
-)
+@io_task("plan-prune", LOOKUP)
 def plan_prune(
     storage: str, name: str, policy: Policy, orphan_grace: timedelta
 ) -> pruning.PrunePlan:
@@ -36,7 +30,7 @@ def plan_prune(
     return plan
 
 
-@task(name="apply-prune", cache_policy=NONE)
+@io_task("apply-prune", ONCE)
 def apply_prune(storage: str, plan: pruning.PrunePlan) -> pruning.PruneResult:
     """Delete what the plan removes (manifest first), then old orphans; run after-prune hooks.
 
@@ -57,7 +51,7 @@ def apply_prune(storage: str, plan: pruning.PrunePlan) -> pruning.PruneResult:
     return result
 
 
-@task(name="publish-prune-report", cache_policy=NONE)
+@io_task("publish-prune-report", ONCE)
 def publish_prune_report(plan: pruning.PrunePlan, result: pruning.PruneResult | None) -> None:
     """A Markdown artifact with every decision and its reasons."""
     create_markdown_artifact(

@@ -4,50 +4,26 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from db_backup.blocks.resolve import resolve_database, resolve_storage
-from db_backup.tasks.encryption import (
-    authenticate_staged,
-    load_data_key,
-    whole_sealed_objects,
-)
-from db_backup.tasks.retry import (
-    IO_JITTER,
-    IO_RETRIES,
-    IO_RETRY_DELAYS,
-    SHORT_RETRY_DELAYS,
-    retry_transient,
-)
-from prefect import get_run_logger, task
-from prefect.cache_policies import NONE
+from prefect import get_run_logger
 
-from db_backup import operations as ops
+from db_backup import read
+from db_backup.blocks.resolve import resolve_database, resolve_storage
 from db_backup.catalog import find_backup, list_backups
-from db_backup.chunkstore import is_sealed
-from db_backup.connectors.base import RestoreRequest, RestoreResult, RestoreSource
-from db_backup.keys import KeySource
+from db_backup.connectors.base import RestoreRequest, RestoreResult
+from db_backup.crypto.keys import KeySource
 from db_backup.manifest import Manifest, StoredObject
+from db_backup.tasks.encryption import load_data_key
+from db_backup.tasks.policy import LOOKUP, ONCE, io_task
 from db_backup.units import human_bytes
 
 
-@task(
-    name="find-backup",
-    cache_policy=NONE,
-    retries=2,
-    retry_delay_seconds=SHORT_RETRY_DELAYS,
-    retry_condition_fn=retry_transient,
-)
+@io_task("find-backup", LOOKUP)
 def find_manifest(storage: str, name: str, backup: str) -> Manifest:
     """The manifest of ``backup`` (an id or 'latest'); BackupNotFound otherwise."""
     return find_backup(resolve_storage(storage), name, backup)
 
 
-@task(
-    name="list-backups",
-    cache_policy=NONE,
-    retries=2,
-    retry_delay_seconds=SHORT_RETRY_DELAYS,
-    retry_condition_fn=retry_transient,
-)
+@io_task("list-backups", LOOKUP)
 def list_manifests(storage: str, name: str) -> list[Manifest]:
     """Every complete backup of ``name``, oldest first."""
     logger = get_run_logger()
@@ -56,14 +32,7 @@ def list_manifests(storage: str, name: str) -> list[Manifest]:
     )
 
 
-@task(
-    name="download",
-    cache_policy=NONE,
-    retries=IO_RETRIES,
-    retry_delay_seconds=IO_RETRY_DELAYS,
-    retry_jitter_factor=IO_JITTER,
-    retry_condition_fn=retry_transient,
-)
+@io_task("download")
 def download_object(
     storage: str, obj: StoredObject, staging: str, key: KeySource | None = None
 ) -> Path:
@@ -73,8 +42,8 @@ def download_object(
     every chunk is authenticated and decrypted here, before any restore step.
     """
     store = resolve_storage(storage)
-    data_key = load_data_key(key) if key and is_sealed(obj) else None
-    path = ops.download_verified(store, obj, Path(staging), data_key)
+    data_key = load_data_key(key) if key and obj.chunked and obj.encrypted else None
+    path = read.download_verified(store, obj, Path(staging), data_key)
     get_run_logger().info(
         "Downloaded and verified %s (%s, sha256 %s…)",
         obj.key,
@@ -84,7 +53,7 @@ def download_object(
     return path
 
 
-@task(name="check-target", cache_policy=NONE)
+@io_task("check-target", ONCE)
 def check_target(
     target: str,
     manifest: Manifest,
@@ -94,12 +63,11 @@ def check_target(
 ) -> None:
     """Refuse early, before any download, a restore that could not proceed."""
     connector = resolve_database(target)
-    precheck = getattr(connector, "check_target", None)
-    if precheck is not None:
-        precheck(manifest, RestoreRequest(tables=tables, force=force, options=dict(options or {})))
+    request = RestoreRequest(tables=tables, force=force, options=dict(options or {}))
+    connector.check_target(manifest, request)
 
 
-@task(name="restore", cache_policy=NONE)
+@io_task("restore", ONCE)
 def restore_objects(
     target: str,
     manifest: Manifest,
@@ -115,12 +83,8 @@ def restore_objects(
     and authenticated, so a tampered object fails before the target is touched.
     """
     connector = resolve_database(target)
-    layers = []
-    if key and whole_sealed_objects(manifest):
-        data_key = load_data_key(key)
-        authenticate_staged(data_key, manifest, staged)
-        layers = [data_key.decode_layer(f"an object of {manifest.name}/{manifest.backup_id}")]
-    source = RestoreSource(manifest=manifest, staged=staged, decode_layers=layers)
+    data_key = load_data_key(key) if key and read.whole_sealed_objects(manifest) else None
+    source = read.restore_source(manifest, staged, data_key)
     request = RestoreRequest(tables=tables, force=force, options=dict(options or {}))
     result = connector.restore(source, request)
     get_run_logger().info(

@@ -15,10 +15,12 @@ from pathlib import Path
 
 from db_backup import operations as ops
 from db_backup.catalog import allocate_backup_id
-from db_backup.connectors.sqlite import SqliteConnector
-from db_backup.manifest import Manifest, new_backup_id
+from db_backup.connectors.sqlite.logical import SqliteConnector
+from db_backup.crypto.stream import DataKey
+from db_backup.errors import BackupError
+from db_backup.manifest import Manifest, backup_prefix, new_backup_id
 from db_backup.pipeline import DumpSink
-from db_backup.storage.base import Storage
+from db_backup.storage.base import ObjectInfo, Storage
 
 
 def make_backup(
@@ -67,3 +69,21 @@ def read_artifact(key: str) -> str:
         )
     assert found, f"no artifact {key}"
     return str(found[0].data)
+
+
+def objects_of(storage: Storage, name: str, backup_id: str) -> list[ObjectInfo]:
+    """Every object stored under one backup's prefix, manifest included."""
+    return list(storage.list(backup_prefix(name, backup_id)))
+
+
+def verify_manifest_objects(
+    storage: Storage, manifest: Manifest, key: DataKey | None = None
+) -> list[str]:
+    """Verify every object of a backup; return the problems (empty when all are good)."""
+    problems: list[str] = []
+    for obj in manifest.objects:
+        try:
+            ops.verify_stored(storage, obj, key)
+        except BackupError as exc:
+            problems.append(str(exc))
+    return problems

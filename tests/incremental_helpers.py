@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from db_backup import incremental as inc
 from db_backup import operations as ops
 from db_backup.catalog import allocate_backup_id
-from db_backup.chunking import ChunkParams
-from db_backup.chunkstore import ChunkPolicy
-from db_backup.connectors.sqlite import SqliteConnector
+from db_backup.chunks import incremental as inc
+from db_backup.chunks.chunking import ChunkParams
+from db_backup.chunks.index import ChunkPolicy
+from db_backup.connectors.sqlite.logical import SqliteConnector
 from db_backup.manifest import Manifest
 from db_backup.storage.base import Storage
 

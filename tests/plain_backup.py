@@ -10,6 +10,7 @@ from db_backup.catalog import allocate_backup_id
 from db_backup.connectors.base import Connector, RestoreRequest, RestoreResult, RestoreSource
 from db_backup.manifest import Manifest
 from db_backup.pipeline import DumpSink
+from db_backup.read import download_verified
 from db_backup.storage.base import Storage
 
 
@@ -49,5 +50,5 @@ def restore(
     request = RestoreRequest(tables=tables, force=force)
     target.check_target(manifest, request)  # type: ignore[attr-defined]
     with tempfile.TemporaryDirectory() as staging:
-        staged = {o.key: ops.download_verified(store, o, Path(staging)) for o in manifest.objects}
+        staged = {o.key: download_verified(store, o, Path(staging)) for o in manifest.objects}
         return target.restore(RestoreSource(manifest, staged), request)

@@ -13,6 +13,7 @@ from db_backup.catalog import list_backups
 from db_backup.connectors.base import Connector, RestoreRequest, RestoreResult, RestoreSource
 from db_backup.manifest import Manifest, new_backup_id
 from db_backup.pipeline import DumpSink
+from db_backup.read import download_verified
 from db_backup.storage.local import LocalStorage
 
 PG = {"host": "127.0.0.1", "port": 5432, "user": "root"}
@@ -87,7 +88,7 @@ def restore(
     connector.check_target(manifest, request)
     staging.mkdir(parents=True, exist_ok=True)
     storage = LocalStorage(store)
-    staged = {o.key: ops.download_verified(storage, o, staging) for o in manifest.objects}
+    staged = {o.key: download_verified(storage, o, staging) for o in manifest.objects}
     return connector.restore(RestoreSource(manifest=manifest, staged=staged), request)  # type: ignore[no-any-return]
 
 

@@ -9,11 +9,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
-from db_backup.flows import hooks
-from db_backup.flows.artifacts import artifact_key, report_markdown, report_rows
 
 from db_backup.errors import SourceError
+from db_backup.flows import hooks
 from db_backup.manifest import Manifest, StoredObject
+from db_backup.reports import backup_artifact_key as artifact_key
+from db_backup.reports import backup_markdown as report_markdown
+from db_backup.reports import backup_rows as report_rows
 
 
 def _manifest(**changes: Any) -> Manifest:

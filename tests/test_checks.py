@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from db_backup import reports
-from db_backup.checks import (
+from db_backup.checks.records import (
     CheckRecord,
     check_key,
     drill_fields,
@@ -17,8 +17,8 @@ from db_backup.checks import (
     verify_backup_objects,
 )
 from db_backup.errors import ManifestError
-from db_backup.pruning import plan_prune
-from db_backup.retention import Policy
+from db_backup.retention.policy import Policy
+from db_backup.retention.prune import plan_prune
 from db_backup.storage.local import LocalStorage
 from tests.backup_helpers import make_backup
 from tests.sqlite_helpers import make_shop
@@ -87,7 +87,7 @@ def test_unreadable_record_is_reported_and_not_trusted(store: LocalStorage):
     ],
 )
 def test_records_are_read_strictly(store: LocalStorage, data: bytes, message: str):
-    from db_backup.checks import parse_check
+    from db_backup.checks.records import parse_check
 
     with pytest.raises(ManifestError, match=message):
         parse_check(data, "x")

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from db_backup.chunking import Chunker, ChunkParams, chunk_bytes
+from db_backup.chunks.chunking import Chunker, ChunkParams, chunk_bytes
 from db_backup.errors import ConfigError
 
 SMALL = ChunkParams(min_size=2048, avg_size=8192, max_size=32768)

@@ -7,8 +7,8 @@ import os
 
 import pytest
 
-from db_backup import crypto
-from db_backup.crypto import HEADER_SIZE, MIN_FRAME_SIZE, TAG_SIZE, DataKey
+from db_backup.crypto import stream as crypto
+from db_backup.crypto.stream import HEADER_SIZE, MIN_FRAME_SIZE, TAG_SIZE, DataKey
 from db_backup.errors import EncryptionError
 
 FRAME = MIN_FRAME_SIZE  # small frames: many of them in a few KiB

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from db_backup.checks import latest_checks
+from db_backup.checks.drill import compare_counts, run_drill, summary_line
+from db_backup.checks.records import latest_checks
 from db_backup.connectors.scratch import default_scratch_base, open_scratch, scratch_label
-from db_backup.connectors.sqlite import SqliteConnector
-from db_backup.drill import compare_counts, run_drill, summary_line
+from db_backup.connectors.sqlite.logical import SqliteConnector
 from db_backup.errors import ConfigError, DrillFailed, TargetError, VerificationFailed
 from db_backup.manifest import Manifest, manifest_key
 from db_backup.storage.local import LocalStorage

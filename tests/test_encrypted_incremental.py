@@ -13,10 +13,11 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from db_backup import chunkgc, keys
-from db_backup.catalog import find_backup, list_backups, objects_of
-from db_backup.chunkstore import CHUNK_PREFIX, INDEX_SUFFIX
-from db_backup.crypto import is_encrypted
+from db_backup.catalog import find_backup, list_backups
+from db_backup.chunks import gc as chunkgc
+from db_backup.chunks.index import CHUNK_PREFIX, INDEX_SUFFIX
+from db_backup.crypto import keys
+from db_backup.crypto.stream import is_encrypted
 from db_backup.errors import (
     ChecksumMismatch,
     EncryptionError,
@@ -26,6 +27,7 @@ from db_backup.errors import (
 from db_backup.export import export_backup
 from db_backup.manifest import Manifest
 from db_backup.storage.local import LocalStorage
+from tests.backup_helpers import objects_of
 from tests.conftest import CliRunner
 from tests.sqlite_helpers import dump_rows
 
@@ -341,10 +343,10 @@ def test_export_of_an_encrypted_full_backup(
 def test_gc_keeps_chunks_of_a_running_encrypted_backup(passphrase: str, tmp_path: Path) -> None:
     """An encrypted backup still running (index uploaded, no manifest yet): without the
     passphrase GC keeps its key's chunks; with it, GC reads the sealed index."""
-    from db_backup import incremental as inc
     from db_backup import operations as ops
-    from db_backup.chunking import ChunkParams
-    from db_backup.connectors.sqlite import SqliteConnector
+    from db_backup.chunks import incremental as inc
+    from db_backup.chunks.chunking import ChunkParams
+    from db_backup.connectors.sqlite.logical import SqliteConnector
 
     db = make_db(tmp_path / "shop.db", "M", rows=2_000)
     store = tmp_path / "store"

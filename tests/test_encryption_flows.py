@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from db_backup import keys
 from db_backup.catalog import find_backup, list_backups
-from db_backup.crypto import HEADER_SIZE, TAG_SIZE, is_encrypted
+from db_backup.crypto import keys
+from db_backup.crypto.stream import HEADER_SIZE, TAG_SIZE, is_encrypted
 from db_backup.errors import EncryptionError
 from db_backup.manifest import manifest_key
 from db_backup.storage.local import LocalStorage

@@ -6,7 +6,9 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from db_backup.deployments.fleet import FleetError, load_fleet, load_fleet_text, parse_duration
+
+from db_backup.deployments.fleet import load_fleet, load_fleet_text, parse_duration
+from db_backup.errors import FleetError
 
 GOOD = """\
 version: 1
@@ -91,6 +93,58 @@ def test_password_in_url_is_refused_and_not_echoed() -> None:
     assert "hunter2" not in problem
 
 
+@pytest.mark.parametrize(
+    ("url", "secret"),
+    [
+        ("postgresql://backup:hunter2@[db1.internal:5432/orders", "hunter2"),
+        ("postgresql://backup@db1.internal:5432/orders?password=hunter2", "hunter2"),
+        ("postgresql://backup:hun/ter2@db1.internal:5432/orders", "hun/ter2"),
+    ],
+)
+def test_every_url_secret_form_is_refused_when_read(url: str, secret: str) -> None:
+    """Issue 12 item 10: an unparseable URL or ``?password=`` was accepted (no password seen).
+
+    Every form is refused when the file is read, on the URL's line, and masked.
+    """
+    (problem,) = refused(GOOD.replace("postgresql://backup@db1.internal:5432/orders", url))
+    assert problem.startswith("jobs.yaml:17: databases.orders.url: the URL ")
+    assert secret not in problem and "hunter" not in problem
+
+
+def test_storage_url_with_credentials_is_refused_when_read() -> None:
+    """Issue 12 item 10: ``s3://KEY:SECRET@bucket`` as a store was accepted and then
+    stored in every deployment's parameters."""
+    bad = GOOD.replace("storage: local-file-system/backups", "storage: s3://AKIAX:TopSecret@bkt")
+    (problem,) = refused(bad)
+    assert problem.startswith("jobs.yaml:5: defaults.storage: the storage URL holds a password")
+    assert "TopSecret" not in problem
+    job = GOOD.replace("    type: sqlite\n", "    type: sqlite\n    storage: s3://K:TopSecret@b\n")
+    (problem,) = refused(job)
+    assert problem.startswith("jobs.yaml:12: databases.shop.storage:")
+    assert "TopSecret" not in problem
+
+
+@pytest.mark.parametrize("within", ["90m", "1.5d", "3 days", "0h"])
+def test_retention_durations_the_prune_flow_refuses_are_refused_when_read(within: str) -> None:
+    """Issue 12 item 16a: ``keep_within: 90m`` was accepted, then every scheduled prune
+    failed on it. The file is checked with the prune flow's own parser."""
+    from db_backup.errors import ConfigError
+    from db_backup.retention.flags import build_policy
+
+    with pytest.raises(ConfigError):
+        build_policy(keep_within=within)  # what each scheduled prune would do
+    bad = GOOD.replace("{keep_daily: 7, keep_weekly: 4}", f"{{keep_within: '{within}'}}")
+    (problem,) = refused(bad)
+    assert problem.startswith("jobs.yaml:14: databases.shop.retention.keep_within: duration")
+    assert "whole hours" in problem
+
+
+def test_retention_durations_the_prune_flow_accepts_are_accepted() -> None:
+    good = GOOD.replace("{keep_daily: 7, keep_weekly: 4}", "{keep_within: 1w3d, keep_last: 2}")
+    retention = load_fleet_text(good).fleet.databases["shop"].retention
+    assert retention is not None and retention.keep_within == "1w3d"
+
+
 def test_secret_written_in_clear_is_refused() -> None:
     (problem,) = refused(GOOD.replace("{secret: orders-db-password}", "hunter2"))
     assert problem.startswith("jobs.yaml:18: databases.orders.password:")
@@ -153,7 +207,7 @@ def test_parse_duration_refuses(text: str) -> None:
 def test_automation_fingerprint_ignores_set_order_and_trigger_ids() -> None:
     from uuid import uuid4
 
-    from db_backup.deployments.apply import (
+    from db_backup.deployments.apply.automations import (
         _failure_automation,
         _strip_ids,
         automation_fingerprint,

@@ -7,8 +7,6 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from db_backup.flows.backup import backup_database
-from db_backup.flows.restore import restore_database, verify_backup
 
 from db_backup.catalog import list_backups
 from db_backup.errors import (
@@ -20,6 +18,8 @@ from db_backup.errors import (
     StorageError,
     TargetError,
 )
+from db_backup.flows.backup import backup_database
+from db_backup.flows.restore import restore_database, verify_backup
 from db_backup.storage import LocalStorage
 from tests.sqlite_helpers import dump_rows, make_shop
 

@@ -11,14 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from db_backup import chunkgc
-from db_backup import chunkstore as cs
-from db_backup import incremental as inc
 from db_backup import operations as ops
-from db_backup.catalog import list_backups, objects_of
-from db_backup.chunking import ChunkParams
+from db_backup.catalog import list_backups
+from db_backup.chunks import gc as chunkgc
+from db_backup.chunks import incremental as inc
+from db_backup.chunks import index as cs
+from db_backup.chunks import reader as chunk_reader
+from db_backup.chunks.chunking import ChunkParams
 from db_backup.connectors.base import RestoreRequest, RestoreSource
-from db_backup.connectors.sqlite import SqliteConnector
+from db_backup.connectors.sqlite.logical import SqliteConnector
 from db_backup.errors import (
     ChecksumMismatch,
     ConfigError,
@@ -28,7 +29,9 @@ from db_backup.errors import (
 from db_backup.export import export_backup
 from db_backup.manifest import Manifest, parse_manifest
 from db_backup.pipeline import DumpSink
+from db_backup.read import download_verified
 from db_backup.storage.local import LocalStorage
+from tests.backup_helpers import objects_of, verify_manifest_objects
 from tests.incremental_helpers import commit, plain_backup, stage
 from tests.sqlite_helpers import dump_rows, make_shop
 
@@ -50,7 +53,7 @@ def add_orders(db: Path, start: int, count: int) -> None:
 def restore_to(storage: LocalStorage, manifest: Manifest, target: Path, work: Path, **kw: object):
     """The restore flow's steps: download+verify every object, then the connector restores."""
     work.mkdir(parents=True, exist_ok=True)
-    staged = {o.key: ops.download_verified(storage, o, work) for o in manifest.objects}
+    staged = {o.key: download_verified(storage, o, work) for o in manifest.objects}
     request = RestoreRequest(**kw)  # type: ignore[arg-type]
     return SqliteConnector(target).restore(RestoreSource(manifest, staged), request)
 
@@ -145,10 +148,10 @@ def test_selective_table_restore_from_incremental(
 
 def test_verify_checks_every_chunk(shop: Path, store: LocalStorage, tmp_path: Path) -> None:
     m = plain_backup(store, shop, tmp_path / "s1", params=SMALL)
-    assert ops.verify_manifest_objects(store, m) == []
+    assert verify_manifest_objects(store, m) == []
     victim = sorted((tmp_path / "store" / "_chunks").rglob("*"))[-1]
     victim.unlink()
-    problems = ops.verify_manifest_objects(store, m)
+    problems = verify_manifest_objects(store, m)
     assert len(problems) == 1 and "missing" in problems[0] and victim.name in problems[0]
 
 
@@ -183,9 +186,9 @@ def test_chunk_whose_content_differs_from_its_name_is_a_checksum_mismatch(
     forged = zstandard.ZstdCompressor().compress(b"x" * raw)  # a valid frame, wrong bytes
     store.put_bytes(cs.chunk_key(digest), forged)
     with pytest.raises(ChecksumMismatch, match="altered or corrupted"):
-        cs._fetch(store, digest, raw, len(forged), m.objects[0].key)
+        chunk_reader._fetch(store, digest, raw, len(forged), m.objects[0].key)
     with pytest.raises(ChecksumMismatch, match=digest[:12]):
-        ops.download_verified(store, m.objects[0], tmp_path)
+        download_verified(store, m.objects[0], tmp_path)
 
 
 def test_a_chunk_renewed_with_another_encoding_still_restores(
@@ -198,7 +201,7 @@ def test_a_chunk_renewed_with_another_encoding_still_restores(
     for digest, _, _ in cs.read_index(store, m.objects[0]).chunks:
         raw = zstandard.ZstdDecompressor().decompress(store.get_bytes(cs.chunk_key(digest)))
         store.put_bytes(cs.chunk_key(digest), zstandard.ZstdCompressor(level=19).compress(raw))
-    assert ops.verify_manifest_objects(store, m) == []
+    assert verify_manifest_objects(store, m) == []
     restore_to(store, m, tmp_path / "out.db", tmp_path / "r")
     assert dump_rows(tmp_path / "out.db") == dump_rows(shop)
 
@@ -208,7 +211,7 @@ def test_tampered_index_is_refused(shop: Path, store: LocalStorage, tmp_path: Pa
     key = m.objects[0].key
     store.put_bytes(key, store.get_bytes(key)[:-1] + b"\0")
     with pytest.raises(IntegrityError, match="chunk index"):
-        ops.download_verified(store, m.objects[0], tmp_path)
+        download_verified(store, m.objects[0], tmp_path)
 
 
 def test_export_equals_the_original_dump(shop: Path, store: LocalStorage, tmp_path: Path) -> None:
@@ -248,7 +251,7 @@ def test_gc_deletes_unreferenced_old_chunks_only(
     report = chunkgc.collect_garbage(store)
     assert report.deleted_chunks == len(only_first)
     assert chunk_files(root).isdisjoint(only_first)
-    assert ops.verify_manifest_objects(store, second) == []
+    assert verify_manifest_objects(store, second) == []
     restore_to(store, second, tmp_path / "out.db", tmp_path / "r")
     assert dump_rows(tmp_path / "out.db") == dump_rows(shop)
     again = chunkgc.collect_garbage(store)
@@ -312,7 +315,7 @@ def test_prune_gc_and_a_concurrent_backup_lose_nothing(
     assert report.deleted_chunks <= 3  # only chunks the new backup does not use (changed ones)
     second = commit(store, shop, outcome)  # GC ran concurrently: chunks re-checked, all there
     assert second.extra["chunks"]["refreshed"] > 0
-    assert ops.verify_manifest_objects(store, second) == []
+    assert verify_manifest_objects(store, second) == []
     restore_to(store, second, tmp_path / "out.db", tmp_path / "r")
     assert dump_rows(tmp_path / "out.db") == dump_rows(shop)
 
@@ -450,7 +453,7 @@ def test_sink_stream_works_wrapped_like_any_raw_stream(store: LocalStorage, tmp_
         text.detach()
     obj = sink.objects[0]
     stored = ops.upload_staged(store, obj, "x/20260101T000000Z/dump.sql.chunks")
-    staged = ops.download_verified(store, stored, tmp_path)
+    staged = download_verified(store, stored, tmp_path)
     from db_backup.pipeline import open_decoded
 
     with open_decoded(staged, "x", stored.raw_size, stored.raw_sha256) as src:

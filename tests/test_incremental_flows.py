@@ -109,10 +109,9 @@ def test_incremental_from_the_command_line(cli: CliRunner, tmp_path: Path) -> No
 
 
 def test_gc_flow_reports_and_refuses_short_grace(prefect_api: str, tmp_path: Path) -> None:
+    from db_backup.errors import ConfigError
     from db_backup.flows.backup import backup_database
     from db_backup.flows.gc import gc_chunks
-
-    from db_backup.errors import ConfigError
 
     db = make_shop(tmp_path / "shop.db", rows=2000)
     storage = str(tmp_path / "store")

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from db_backup import crypto, keys
-from db_backup.crypto import DataKey
+from db_backup.crypto import keys
+from db_backup.crypto import stream as crypto
+from db_backup.crypto.stream import DataKey
 from db_backup.errors import ConfigError, EncryptionError
 from db_backup.storage.local import LocalStorage
 

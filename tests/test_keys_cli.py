@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from db_backup import keys
 from db_backup.cli import app
+from db_backup.crypto import keys
 from db_backup.errors import ConfigError, EncryptionError
 from db_backup.storage.local import LocalStorage
 

@@ -21,7 +21,7 @@ from bson import Binary, Int64
 from bson.raw_bson import RawBSONDocument
 
 from db_backup.connectors.base import RestoreSource
-from db_backup.connectors.mongo_archive import (
+from db_backup.connectors.mongodb.archive import (
     BSON_SUFFIX,
     METADATA_SUFFIX,
     ArchiveWriter,
@@ -36,8 +36,8 @@ from db_backup.connectors.mongo_archive import (
     scan_archive,
     write_raw_batches,
 )
-from db_backup.connectors.mongo_restore import batched, insert_documents, select_collections
-from db_backup.connectors.mongodb import map_error
+from db_backup.connectors.mongodb.logical import map_error
+from db_backup.connectors.mongodb.restore import batched, insert_documents, select_collections
 from db_backup.errors import ConfigError, IntegrityError, SourceError, TargetError
 from db_backup.manifest import Manifest, StoredObject
 from db_backup.pipeline import DumpSink
@@ -340,7 +340,7 @@ class RecordingCollection:
 def test_snapshot_reads_only_where_the_server_offers_them(
     hello: dict[str, Any], snapshot: bool
 ) -> None:
-    from db_backup.connectors.mongodb import _consistency, _snapshot_capable
+    from db_backup.connectors.mongodb.logical import _consistency, _snapshot_capable
 
     assert _snapshot_capable(hello) is snapshot
     assert _consistency(snapshot).startswith("snapshot" if snapshot else "per-collection")

@@ -19,7 +19,7 @@ import pytest
 from db_backup.catalog import list_backups
 from db_backup.connectors import connector_from_url
 from db_backup.connectors.base import RestoreRequest
-from db_backup.connectors.mongodb import MongoConnector
+from db_backup.connectors.mongodb.logical import MongoConnector
 from db_backup.errors import ConfigError, SourceError, TargetError
 from db_backup.pipeline import DumpSink
 from db_backup.storage.local import LocalStorage
@@ -139,8 +139,9 @@ def test_password_comes_from_env_and_is_never_described(monkeypatch: pytest.Monk
 
 
 def test_block_builds_a_connector_without_exposing_the_password() -> None:
-    from db_backup.blocks.databases import MongoDatabase
     from pydantic import SecretStr
+
+    from db_backup.blocks.databases import MongoDatabase
 
     block = MongoDatabase(
         host="127.0.0.1", port=1, database="shop", username="app", password=SecretStr("pw")
@@ -270,7 +271,7 @@ def test_cli_truncated_bson_is_named_and_nothing_is_restored(
     import bson
 
     from db_backup import operations as ops
-    from db_backup.connectors.mongo_archive import (
+    from db_backup.connectors.mongodb.archive import (
         BSON_SUFFIX,
         METADATA_SUFFIX,
         ArchiveWriter,

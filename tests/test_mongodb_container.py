@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from db_backup.connectors.base import RestoreRequest, RestoreSource
-from db_backup.connectors.mongodb import MongoConnector
+from db_backup.connectors.mongodb.logical import MongoConnector
 from db_backup.errors import SourceError
 from db_backup.manifest import Manifest, StoredObject
 from db_backup.pipeline import DumpSink

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from db_backup.connectors import connector_from_url
-from db_backup.connectors.mysql import MySQLConnector
+from db_backup.connectors.mysql.logical import MySQLConnector
 from db_backup.errors import ConfigError, SourceError, TargetError, ToolFailed
 from tests import server_helpers as h
 from tests.conftest import CliRunner, need_service
@@ -93,7 +93,7 @@ def test_counts_exclude_rows_committed_after_the_snapshot(
     rich: str, dbs: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Rows committed while the backup counts are neither counted nor dumped."""
-    from db_backup.connectors import mysql
+    from db_backup.connectors.mysql import logical as mysql
 
     real_count = mysql._count
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from db_backup.errors import ChecksumMismatch, IntegrityError
-from db_backup.pipeline import DumpSink, StagingError, open_decoded, sha256_file
+from db_backup.errors import ChecksumMismatch, IntegrityError, StagingError
+from db_backup.pipeline import DumpSink, open_decoded, sha256_file
 
 
 def write_part(sink: DumpSink, data: bytes, chunk: int = 65536) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from db_backup.connectors import connector_from_url
-from db_backup.connectors.postgres import PostgresConnector
+from db_backup.connectors.postgres.logical import PostgresConnector
 from db_backup.errors import ConfigError, SourceError, TargetError, ToolFailed
 from tests import server_helpers as h
 from tests.conftest import CliRunner, need_service
@@ -73,9 +73,9 @@ def test_row_counts_come_from_the_dumps_snapshot(
     rich: str, dbs: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Rows committed while the backup counts are neither counted nor dumped."""
-    from db_backup.connectors import postgres
+    from db_backup.connectors.postgres import catalog
 
-    real_count = postgres._count
+    real_count = catalog.count_rows
 
     def count_after_a_commit(conn: object, table: str) -> int:
         with h.pg_connect(rich) as writer:
@@ -84,7 +84,7 @@ def test_row_counts_come_from_the_dumps_snapshot(
             )
         return real_count(conn, table)
 
-    monkeypatch.setattr(postgres, "_count", count_after_a_commit)
+    monkeypatch.setattr(catalog, "count_rows", count_after_a_commit)
     manifest = h.backup(conn_for(rich), tmp_path / "s", "snap", tmp_path / "st")
     monkeypatch.undo()
     assert manifest.tables["sales.regions"] == 2

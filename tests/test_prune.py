@@ -16,18 +16,18 @@ from pathlib import Path
 
 import pytest
 
-from db_backup import operations as ops
 from db_backup.catalog import list_backups
-from db_backup.checks import CheckRecord, record_check
+from db_backup.checks.records import CheckRecord, record_check
 from db_backup.connectors.base import RestoreRequest, RestoreSource
-from db_backup.connectors.sqlite import SqliteConnector
+from db_backup.connectors.sqlite.logical import SqliteConnector
 from db_backup.errors import ConfigError, StorageError
 from db_backup.manifest import Manifest, StoredObject, manifest_key
-from db_backup.pruning import apply_plan, plan_prune
-from db_backup.retention import Policy
+from db_backup.read import download_verified
+from db_backup.retention.policy import Policy
+from db_backup.retention.prune import apply_plan, plan_prune
 from db_backup.storage.base import Storage
 from db_backup.storage.local import LocalStorage
-from tests.backup_helpers import make_backup
+from tests.backup_helpers import make_backup, verify_manifest_objects
 from tests.sqlite_helpers import dump_rows, make_shop
 
 DAY = timedelta(days=1)
@@ -60,7 +60,7 @@ def keys(store: Storage, prefix: str = "") -> set[str]:
 def restore_rows(store: Storage, manifest: Manifest, dest: Path) -> dict[str, list[tuple]]:
     staging = dest.parent / f"staging-{manifest.backup_id}"
     staging.mkdir()
-    staged = {o.key: ops.download_verified(store, o, staging) for o in manifest.objects}
+    staged = {o.key: download_verified(store, o, staging) for o in manifest.objects}
     SqliteConnector(dest).restore(RestoreSource(manifest, staged), RestoreRequest())
     return dump_rows(dest)
 
@@ -295,7 +295,7 @@ def test_prune_during_a_backup_loses_nothing(store: Storage, shop: Path, tmp_pat
     assert sorted(result.removed) == sorted(m.backup_id for m in old[:2])
     listed = [m.backup_id for m in list_backups(store, "shop")]
     assert listed == [old[2].backup_id, new[0].backup_id]
-    assert ops.verify_manifest_objects(store, new[0]) == []
+    assert verify_manifest_objects(store, new[0]) == []
     assert restore_rows(store, new[0], tmp_path / "new.db") == dump_rows(shop)
 
 
@@ -341,7 +341,7 @@ def test_prune_loop_races_backup_loop(store: Storage, shop: Path, tmp_path: Path
     assert {m.backup_id for m in made} == {m.backup_id for m in listed} | removed
     assert removed.isdisjoint(m.backup_id for m in listed)
     for m in listed:
-        assert ops.verify_manifest_objects(store, m) == []
+        assert verify_manifest_objects(store, m) == []
     # The newest backup survived every prune and restores the final data.
     assert listed[-1].backup_id == made[-1].backup_id
     assert restore_rows(store, listed[-1], tmp_path / "final.db") == dump_rows(shop)

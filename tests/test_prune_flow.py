@@ -88,9 +88,9 @@ def test_applied_prunes_during_real_backup_runs_lose_nothing(cli, tmp_path: Path
     import threading
     import time
 
-    from db_backup.operations import verify_manifest_objects
-    from db_backup.pruning import apply_plan, plan_prune
-    from db_backup.retention import Policy
+    from db_backup.retention.policy import Policy
+    from db_backup.retention.prune import apply_plan, plan_prune
+    from tests.backup_helpers import verify_manifest_objects
 
     store = LocalStorage(tmp_path / "race-store")
     shop = make_shop(tmp_path / "race.db", rows=2000)

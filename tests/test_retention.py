@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from db_backup.errors import ConfigError
-from db_backup.retention import (
+from db_backup.retention.policy import (
     Backup,
     Policy,
     format_duration,

@@ -6,12 +6,14 @@ import io
 
 import pytest
 
-from db_backup.connectors import _proc, connector_from_url, pg_toc, reject_url_password
-from db_backup.connectors.mysql import MySQLConnector
-from db_backup.connectors.mysql import check_versions as my_check
-from db_backup.connectors.mysql_filter import filter_tables, filtered_stream
-from db_backup.connectors.postgres import PostgresConnector, resolve_tables
-from db_backup.connectors.postgres import check_versions as pg_check
+from db_backup.connectors import _proc, connector_from_url, reject_url_password
+from db_backup.connectors.mysql.filter import filter_tables, filtered_stream
+from db_backup.connectors.mysql.logical import MySQLConnector
+from db_backup.connectors.mysql.logical import check_versions as my_check
+from db_backup.connectors.postgres import toc as pg_toc
+from db_backup.connectors.postgres.logical import PostgresConnector
+from db_backup.connectors.postgres.logical import check_versions as pg_check
+from db_backup.connectors.postgres.toc import resolve_tables
 from db_backup.errors import ConfigError, SourceError
 from db_backup.manifest import Manifest
 
@@ -240,8 +242,9 @@ def test_mysql_filter_keeps_chosen_tables_with_their_triggers() -> None:
 
 
 def test_blocks_build_connectors_with_their_secret() -> None:
-    from db_backup.blocks.databases import MySQLDatabase, PostgresDatabase
     from pydantic import SecretStr
+
+    from db_backup.blocks.databases import MySQLDatabase, PostgresDatabase
 
     pg = PostgresDatabase(database="shop", user="u", password=SecretStr("s3"), sslmode="require")
     c = pg.connector(database="other")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from db_backup.connectors.sqlite import SqliteConnector
+from db_backup.connectors.sqlite.logical import SqliteConnector
 from db_backup.errors import ConfigError, SourceError, TargetError
 from db_backup.storage import LocalStorage
 from tests import plain_backup

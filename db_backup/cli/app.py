@@ -12,13 +12,13 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from db_backup.cli.env import prepare_environment, quiet_prefect_console
+from db_backup.defaults import DEFAULT_STORAGE, STORAGE_ENV
 from db_backup.errors import BackupError, ConfigError
+from db_backup.parsing import STORAGE_HINT, is_database_block, refuse_url_secrets
 
 prepare_environment()
 
 T = TypeVar("T")
-STORAGE_ENV = "DB_BACKUP_STORAGE"
-DEFAULT_STORAGE = "./backups"
 
 app = typer.Typer(
     name="db-backup",
@@ -50,8 +50,17 @@ PassphraseSecretOpt = Annotated[
 
 
 def storage_location(value: str | None) -> str:
-    """The store to use: the flag, then $DB_BACKUP_STORAGE, then ./backups."""
-    return value or os.environ.get(STORAGE_ENV) or DEFAULT_STORAGE
+    """The store to use: the flag, then $DB_BACKUP_STORAGE, then ./backups.
+
+    A storage URL with credentials exits 2 here, masked, before any flow run
+    could record it.
+    """
+    store = value or os.environ.get(STORAGE_ENV) or DEFAULT_STORAGE
+    try:
+        refuse_url_secrets(store, "storage URL", STORAGE_HINT)
+    except ConfigError as exc:
+        fail(str(exc), exc.exit_code)
+    return store
 
 
 def fail(message: str, code: int = 1) -> None:
@@ -123,19 +132,19 @@ def _root(
 
 def database_reference(kind: str | None, database: str | None, url: str | None) -> str:
     """The flow's ``database`` parameter from --type/--database/--url."""
-    from db_backup.connectors import engine_of, normalize_engine, reject_url_password
+    from db_backup.connectors import engine_of, normalize_engine
 
     if url and database:
         raise ConfigError("give --database or --url, not both")
     ref = url or database
     if not ref:
         raise ConfigError("name the database with --database PATH|BLOCK or --url URL")
-    reject_url_password(ref)  # before Prefect records the flow's parameters
+    refuse_url_secrets(ref)  # before Prefect records the flow's parameters
     if kind is None:
         return ref
     engine = normalize_engine(kind)
-    if "://" not in ref and "/" in ref and ref.split("/", 1)[0].endswith("-database"):
-        return ref  # a block reference
+    if is_database_block(ref):
+        return ref
     if engine == "sqlite":
         if "://" in ref and engine_of(ref) != "sqlite":
             raise ConfigError(f"--type sqlite does not match the URL {ref!r}")
@@ -187,7 +196,7 @@ def backup(
 
     try:
         ref = database_reference(kind, database, url)
-        from db_backup.incremental import check_mode
+        from db_backup.chunks.incremental import check_mode
 
         check_mode(mode)
     except BackupError as exc:
@@ -212,7 +221,7 @@ def _print_backup_summary(
     store: str, backup_id: str, name: str | None, ref: str, load: Any, hb: Any
 ) -> None:
     from db_backup.blocks.resolve import resolve_storage
-    from db_backup.flows.common import default_name
+    from db_backup.staging import default_name
 
     manifest = load(resolve_storage(store), name or default_name(ref), backup_id)
     ratio = manifest.logical_bytes / manifest.stored_bytes if manifest.stored_bytes else 0.0
@@ -239,7 +248,7 @@ def list_cmd(
     """List complete backups (those with a manifest), oldest first, with their last drill."""
     from db_backup.blocks.resolve import resolve_storage
     from db_backup.catalog import list_backups
-    from db_backup.checks import drill_fields, latest_checks
+    from db_backup.checks.records import drill_fields, latest_checks
 
     skipped: list[str] = []
 
@@ -327,11 +336,10 @@ def restore(
     ] = False,
 ) -> None:
     """Restore a backup after verifying its sha256; refuses a non-empty target without --force."""
-    from db_backup.connectors import reject_url_password
     from db_backup.flows.restore import restore_database
 
     try:
-        reject_url_password(to)
+        refuse_url_secrets(to, "target URL")
     except BackupError as exc:
         fail(str(exc), exc.exit_code)
     options: dict[str, object] = {}

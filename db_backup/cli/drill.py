@@ -6,7 +6,16 @@ from typing import Annotated
 
 import typer
 
-from db_backup.cli.app import StorageOpt, app, run_flow, storage_location
+from db_backup.cli.app import (
+    PassphraseSecretOpt,
+    StorageOpt,
+    app,
+    fail,
+    run_flow,
+    storage_location,
+)
+from db_backup.errors import ConfigError
+from db_backup.parsing import refuse_url_secrets
 
 
 @app.command()
@@ -22,15 +31,24 @@ def drill(
         ),
     ] = None,
     storage: StorageOpt = None,
+    passphrase_secret: PassphraseSecretOpt = None,
 ) -> None:
-    """Restore into a temporary database, compare row counts, run the engine check, drop it."""
+    """Restore into a temporary database, compare row counts, run the engine check, drop it.
+
+    An encrypted backup needs the passphrase ($DB_BACKUP_PASSPHRASE or --passphrase-secret).
+    """
     from db_backup.flows.drill import drill_backup
 
+    try:
+        refuse_url_secrets(scratch or "", "scratch URL")
+    except ConfigError as exc:
+        fail(str(exc), exc.exit_code)
     result = run_flow(
         drill_backup,
         name=name,
         backup=backup,
         storage=storage_location(storage),
         scratch=scratch,
+        passphrase_secret=passphrase_secret,
     )
     typer.echo(result["summary"])

@@ -9,7 +9,9 @@ from typing import Annotated
 import typer
 
 from db_backup.cli.app import PassphraseSecretOpt, StorageOpt, app, fail, storage_location
-from db_backup.errors import BackupError, ConfigError
+from db_backup.defaults import GC_GRACE_TEXT
+from db_backup.errors import BackupError
+from db_backup.parsing import WINDOW_UNITS, parse_duration
 
 
 @app.command()
@@ -28,11 +30,11 @@ def export(
     An encrypted backup is decrypted with the passphrase ($DB_BACKUP_PASSPHRASE
     or --passphrase-secret); a wrong one fails before anything is written.
     """
+    from db_backup.blocks.passphrase import load_passphrase
     from db_backup.blocks.resolve import resolve_storage
     from db_backup.catalog import find_backup
+    from db_backup.crypto.keys import backup_key_id, unlock_key
     from db_backup.export import export_backup
-    from db_backup.keys import backup_key_id, unlock_key
-    from db_backup.tasks.encryption import load_passphrase
     from db_backup.units import human_bytes
 
     try:
@@ -53,25 +55,15 @@ def export(
     )
 
 
-def parse_duration(text: str) -> float:
-    """Seconds in '90s', '30m', '12h', '9d' or a plain number of seconds."""
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    value = text.strip().lower()
-    try:
-        if value and value[-1] in units:
-            return float(value[:-1]) * units[value[-1]]
-        return float(value)
-    except ValueError as exc:
-        raise ConfigError(f"duration {text!r} is invalid (use e.g. 90s, 30m, 12h, 9d)") from exc
-
-
 @app.command()
 def gc(
     storage: StorageOpt = None,
     grace: Annotated[
         str,
-        typer.Option("--grace", help="Keep unreferenced chunks younger than this (>= 9d)."),
-    ] = "9d",
+        typer.Option(
+            "--grace", help=f"Keep unreferenced chunks younger than this (>= {GC_GRACE_TEXT})."
+        ),
+    ] = GC_GRACE_TEXT,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Report only; delete nothing.")
     ] = False,
@@ -84,22 +76,20 @@ def gc(
     ($DB_BACKUP_PASSPHRASE or --passphrase-secret); without one, the chunks of
     keys still in use are all kept (a warning says so).
     """
-    from datetime import timedelta
-
+    from db_backup.blocks.passphrase import load_passphrase
     from db_backup.blocks.resolve import resolve_storage
-    from db_backup.chunkgc import collect_garbage
-    from db_backup.keys import passphrase_from_env
-    from db_backup.tasks.encryption import load_passphrase
+    from db_backup.chunks.gc import collect_garbage
+    from db_backup.crypto.keys import passphrase_from_env
     from db_backup.units import human_bytes
 
     try:
-        seconds = parse_duration(grace)
+        window = parse_duration(grace, WINDOW_UNITS)
         passphrase = (
             load_passphrase(passphrase_secret, "gc") if passphrase_secret else passphrase_from_env()
         )
         report = collect_garbage(
             resolve_storage(storage_location(storage)),
-            timedelta(seconds=seconds),
+            window,
             dry_run=dry_run,
             passphrase=passphrase,
         )

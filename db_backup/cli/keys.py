@@ -14,8 +14,8 @@ from typing import Annotated
 import typer
 
 from db_backup.cli.app import PassphraseSecretOpt, StorageOpt, app, fail, storage_location
+from db_backup.crypto.keys import NEW_PASSPHRASE_ENV
 from db_backup.errors import BackupError, ConfigError
-from db_backup.keys import NEW_PASSPHRASE_ENV
 
 key_app = typer.Typer(help="Encryption keys of a store: list them, rotate the passphrase.")
 app.add_typer(key_app, name="key")
@@ -30,7 +30,7 @@ def list_keys_cmd(
     from dataclasses import asdict
 
     from db_backup.blocks.resolve import resolve_storage
-    from db_backup.keys import list_keys
+    from db_backup.crypto.keys import list_keys
 
     try:
         infos = list_keys(resolve_storage(storage_location(storage)))
@@ -65,9 +65,9 @@ def rotate_cmd(
 
     The current passphrase comes from --passphrase-secret or $DB_BACKUP_PASSPHRASE.
     """
+    from db_backup.blocks.passphrase import load_passphrase
     from db_backup.blocks.resolve import resolve_storage
-    from db_backup.keys import rotate_keys
-    from db_backup.tasks.encryption import load_passphrase
+    from db_backup.crypto.keys import rotate_keys
 
     try:
         old = load_passphrase(passphrase_secret, "key rotate (current passphrase)")
@@ -85,7 +85,7 @@ def rotate_cmd(
 
 
 def _new_passphrase(secret: str | None) -> str:
-    from db_backup.tasks.encryption import load_passphrase
+    from db_backup.blocks.passphrase import load_passphrase
 
     if secret:
         return load_passphrase(secret)

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from db_backup.cli.app import StorageOpt, app, fail, run_flow, storage_location
+from db_backup.defaults import ORPHAN_GRACE
 from db_backup.errors import BackupError
 
 
@@ -42,7 +43,7 @@ def prune(
             min=1.0,
             help="Remove leftovers of interrupted backups only once older than this.",
         ),
-    ] = 24.0,
+    ] = ORPHAN_GRACE.total_seconds() / 3600,
     apply: Annotated[
         bool, typer.Option("--apply", help="Delete. Without it nothing is deleted (dry run).")
     ] = False,
@@ -50,7 +51,8 @@ def prune(
     as_json: Annotated[bool, typer.Option("--json", help="Print the decisions as JSON.")] = False,
 ) -> None:
     """Apply a retention policy: show every backup with the rules that keep it; --apply deletes."""
-    from db_backup.flows.prune import build_policy, prune_backups
+    from db_backup.flows.prune import prune_backups
+    from db_backup.retention.flags import build_policy
 
     try:  # refuse a bad policy before any flow run starts
         build_policy(

@@ -17,10 +17,10 @@ from db_backup.errors import ConfigError
 
 # engine -> (module, factory-from-url function name)
 ENGINES: dict[str, tuple[str, str]] = {
-    "sqlite": ("db_backup.connectors.sqlite", "SqliteConnector"),
-    "mongodb": ("db_backup.connectors.mongodb", "MongoConnector"),
-    "postgres": ("db_backup.connectors.postgres", "from_url:from_url"),
-    "mysql": ("db_backup.connectors.mysql", "from_url:from_url"),
+    "sqlite": ("db_backup.connectors.sqlite.logical", "SqliteConnector"),
+    "mongodb": ("db_backup.connectors.mongodb.logical", "MongoConnector"),
+    "postgres": ("db_backup.connectors.postgres.logical", "from_url:from_url"),
+    "mysql": ("db_backup.connectors.mysql.logical", "from_url:from_url"),
 }
 ALIASES = {
     "sqlite3": "sqlite",
@@ -70,21 +70,10 @@ def connector_from_url(url: str, **options: Any) -> Connector:
 
 
 def reject_url_password(url: str) -> None:
-    """ConfigError when a server URL carries a password (never echoed back)."""
-    from urllib.parse import urlsplit
+    """ConfigError when a URL carries a secret (the one check: ``parsing.refuse_url_secrets``)."""
+    from db_backup.parsing import refuse_url_secrets
 
-    if "://" not in url:
-        return
-    try:
-        password = urlsplit(url).password
-    except ValueError:
-        return
-    if password is not None:
-        raise ConfigError(
-            f"a password in the database URL {_safe(url)} is refused: it would be stored in "
-            "flow parameters and logs; set DB_BACKUP_PG_PASSWORD, DB_BACKUP_MYSQL_PASSWORD or "
-            "DB_BACKUP_MONGO_PASSWORD, or use a database block"
-        )
+    refuse_url_secrets(url)
 
 
 def _factory(engine: str) -> Callable[..., Any]:
@@ -97,13 +86,6 @@ def _factory(engine: str) -> Callable[..., Any]:
 
 def _safe(url: str) -> str:
     """The URL with any password replaced, for messages."""
-    from urllib.parse import urlsplit, urlunsplit
+    from db_backup.parsing import mask_url
 
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparseable URL>"
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-    return urlunsplit(parts._replace(netloc=netloc))
+    return mask_url(url)

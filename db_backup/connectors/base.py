@@ -100,6 +100,10 @@ class Connector(Protocol):
         """
         ...
 
+    def check_target(self, manifest: Manifest, request: RestoreRequest) -> None:
+        """Refuse, before any download, a restore this target could not take (TargetError)."""
+        ...
+
     def row_counts(self) -> dict[str, int]:
         """Rows per table of the live database."""
         ...

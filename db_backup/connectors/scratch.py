@@ -61,7 +61,7 @@ def default_scratch_base(engine: str) -> Connector:
     create databases.
     """
     if engine == "sqlite":
-        from db_backup.connectors.sqlite import SqliteConnector
+        from db_backup.connectors.sqlite.logical import SqliteConnector
 
         return SqliteConnector(Path(tempfile.gettempdir()))
     raise ConfigError(

@@ -36,6 +36,8 @@ from db_backup.storage.cloud import (
     b64,
     file_size,
     first_line,
+    from_sdk,
+    mapped_errors,
     mismatch,
     read_small,
     split_bucket_url,
@@ -78,19 +80,15 @@ class AzureBlobStorage(PrefixedKeys):
     def put_file(self, key: str, path: Path) -> UploadReceipt:
         if file_size(path) <= self.settings.part_size:
             return self._put_single(key, read_small(path))
-        try:
+        with self._sdk(key):
             return self._put_blocks(key, path)
-        except StorageError:
-            raise
-        except Exception as exc:
-            raise self._error(exc, key) from exc
 
     def _put_single(self, key: str, data: bytes) -> UploadReceipt:
         from azure.storage.blob import ContentSettings
 
         md5 = hashlib.md5(data, usedforsecurity=False).digest()
         sha256 = hashlib.sha256(data).hexdigest()
-        try:
+        with self._sdk(key):
             reply = self._blob(key).upload_blob(
                 data,
                 overwrite=True,
@@ -99,8 +97,6 @@ class AzureBlobStorage(PrefixedKeys):
                 metadata={"sha256": sha256},
                 timeout=int(self.settings.timeout),
             )
-        except Exception as exc:
-            raise self._error(exc, key) from exc
         theirs = reply.get("content_md5")
         if theirs and bytes(theirs) != md5:
             raise mismatch(self.where(key), "Content-MD5", b64(md5), b64(bytes(theirs)))
@@ -139,62 +135,55 @@ class AzureBlobStorage(PrefixedKeys):
 
     # -- reads ----------------------------------------------------------------
     def get_file(self, key: str, dest: Path) -> None:
-        try:
+        with self._sdk(key):
             stream = self._blob(key).download_blob(
                 max_concurrency=self.settings.concurrency, timeout=int(self.settings.timeout)
             )
             with open(dest, "wb") as fh:
                 stream.readinto(fh)
-        except Exception as exc:
-            raise self._error(exc, key) from exc
 
     def get_bytes(self, key: str) -> bytes:
-        try:
+        with self._sdk(key):
             stream = self._blob(key).download_blob(timeout=int(self.settings.timeout))
             data: bytes = stream.readall()
-        except Exception as exc:
-            raise self._error(exc, key) from exc
         return data
 
     @contextlib.contextmanager
     def open_read(self, key: str) -> Iterator[BinaryIO]:
-        try:
+        with self._sdk(key):
             stream = self._blob(key).download_blob(timeout=int(self.settings.timeout))
-        except Exception as exc:
-            raise self._error(exc, key) from exc
         yield MappedReader(stream.read, lambda e: self._error(e, key))  # type: ignore[misc]
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
-        try:
+        with self._sdk(prefix or "/"):
             for item in self.container.list_blobs(
                 name_starts_with=self.list_prefix(prefix), timeout=int(self.settings.timeout)
             ):
                 yield ObjectInfo(self.relative(item.name), int(item.size), item.last_modified)
-        except Exception as exc:
-            raise self._error(exc, prefix or "/") from exc
 
     def exists(self, key: str) -> bool:
-        try:
+        with self._sdk(key):
             return bool(self._blob(key).exists(timeout=int(self.settings.timeout)))
-        except Exception as exc:
-            raise self._error(exc, key) from exc
 
     def delete(self, key: str) -> None:
-        try:
+        with contextlib.suppress(ObjectNotFound), self._sdk(key):
             self._blob(key).delete_blob(timeout=int(self.settings.timeout))
-        except Exception as exc:
-            err = self._error(exc, key)
-            if not isinstance(err, ObjectNotFound):
-                raise err from exc
 
     # -- errors ---------------------------------------------------------------
-    def _error(self, exc: Exception, key: str) -> StorageError:
+    def _sdk(self, key: str) -> contextlib.AbstractContextManager[None]:
+        """azure-core errors raised inside as StorageErrors naming ``key``."""
+        return mapped_errors(lambda exc: self._error(exc, key))
+
+    def _error(self, exc: Exception, key: str) -> StorageError | None:
         where = self.where(key) if key != "/" else self.describe()
         return map_azure_error(exc, self.bucket, where)
 
 
-def map_azure_error(exc: BaseException, container: str, where: str) -> StorageError:
-    """An azure-core error as a StorageError naming the container/blob and the cause."""
+def map_azure_error(exc: BaseException, container: str, where: str) -> StorageError | None:
+    """An azure-core error as a StorageError naming the container/blob and the cause.
+
+    None for an exception that is not the SDK's or the network's (see ``mapped_errors``).
+    """
     if isinstance(exc, StorageError):
         return exc
     from azure.core import exceptions as ax
@@ -218,7 +207,9 @@ def map_azure_error(exc: BaseException, container: str, where: str) -> StorageEr
         if code in ("Md5Mismatch", "InvalidMd5"):
             return StorageError(f"{where}: checksum mismatch in transit ({code})")
         return PermanentStorageError(f"{where}: HTTP {status} {code} ({text})")
-    return StorageError(f"{where}: {type(exc).__name__}: {text}")
+    if isinstance(exc, ax.AzureError) or from_sdk(exc, "azure"):
+        return StorageError(f"{where}: {type(exc).__name__}: {text}")
+    return None  # not the SDK's: raised as it is, never retried
 
 
 def client_options(settings: TransferSettings) -> dict[str, Any]:

@@ -88,6 +88,10 @@ class Storage(Protocol):
         """Remove ``key``; deleting a missing key is not an error."""
         ...
 
+    def list_partials(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        """Leftovers of interrupted writes under ``prefix`` (none where writes are atomic)."""
+        ...
+
 
 def join_key(*parts: str) -> str:
     """Join key segments with single slashes."""

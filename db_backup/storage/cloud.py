@@ -15,6 +15,7 @@ Memory during an upload stays under ``part_size * (concurrency + 1)``.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import io
 import os
@@ -135,6 +136,10 @@ class PrefixedKeys:
         if not self.prefix:
             return prefix
         return f"{self.prefix}/{prefix}"
+
+    def list_partials(self, prefix: str = "") -> Iterator[Any]:
+        """None: an object store never shows a half-written object."""
+        return iter(())
 
     def relative(self, name: str) -> str:
         """A bucket object name back to a key relative to the prefix."""
@@ -308,10 +313,50 @@ class HashingReader(io.RawIOBase):
         return FileDigests(self._hashed, self._sha256.hexdigest(), md5)
 
 
+ErrorMapper = Callable[[Exception], StorageError | None]
+
+# Where the SDKs' transport errors come from (besides OSError and the SDK's own package).
+TRANSPORT_PACKAGES = ("urllib3", "requests", "http.client", "ssl")
+
+
+@contextlib.contextmanager
+def mapped_errors(mapper: ErrorMapper) -> Iterator[None]:
+    """Raise SDK errors from inside as the StorageError ``mapper`` makes of them.
+
+    ``mapper`` returns None for an exception it does not recognise (a TypeError in our
+    own code, ...): that one is raised unchanged, so it is not transient and fails at
+    once with its own type and message, instead of being retried as a storage error.
+    """
+    try:
+        yield
+    except StorageError:
+        raise
+    except Exception as exc:
+        err = mapper(exc)
+        if err is None:
+            raise
+        raise err from exc
+
+
+def from_sdk(exc: BaseException, *packages: str) -> bool:
+    """True when ``exc`` is an I/O or transport error, or was defined or raised by code of
+    one of ``packages`` (an SDK may raise a plain ValueError on a malformed reply)."""
+    if isinstance(exc, OSError):
+        return True
+    modules = [type(exc).__module__]
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    if tb is not None:
+        modules.append(str(tb.tb_frame.f_globals.get("__name__", "")))
+    names = (*packages, *TRANSPORT_PACKAGES)
+    return any(m == p or m.startswith(p + ".") for m in modules for p in names)
+
+
 class MappedReader(io.RawIOBase):
     """A readable stream whose SDK errors are mapped to StorageError on read."""
 
-    def __init__(self, read: Callable[[int], bytes], mapper: Callable[[Exception], Exception]):
+    def __init__(self, read: Callable[[int], bytes], mapper: ErrorMapper):
         self._read = read
         self._map = mapper
 
@@ -319,12 +364,8 @@ class MappedReader(io.RawIOBase):
         return True
 
     def read(self, size: int | None = -1) -> bytes:
-        try:
+        with mapped_errors(self._map):
             return self._read(-1 if size is None else size)
-        except StorageError:
-            raise
-        except Exception as exc:
-            raise self._map(exc) from exc
 
     def readinto(self, buffer: Any) -> int:
         data = self.read(len(buffer))

@@ -33,6 +33,8 @@ from db_backup.storage.cloud import (
     b64,
     file_size,
     first_line,
+    from_sdk,
+    mapped_errors,
     mismatch,
     split_bucket_url,
 )
@@ -76,12 +78,10 @@ class GcsStorage(PrefixedKeys):
     # -- writes ---------------------------------------------------------------
     def put_bytes(self, key: str, data: bytes) -> None:
         blob = self._blob(key)
-        try:
+        with self._sdk(key):
             blob.upload_from_string(
                 data, timeout=self.settings.timeout, retry=self._retry(), checksum="crc32c"
             )
-        except Exception as exc:
-            raise self._error(exc, key) from exc
         self._check_md5(key, blob, hashlib.md5(data, usedforsecurity=False).digest())
 
     def put_file(self, key: str, path: Path) -> UploadReceipt:
@@ -90,21 +90,18 @@ class GcsStorage(PrefixedKeys):
         size = file_size(path)
         blob = self._blob(key, chunked=size > self.settings.part_size)
         try:
-            with open(path, "rb") as fh:
-                reader = HashingReader(fh)  # type: ignore[arg-type]
-                blob.upload_from_file(
-                    reader,
-                    size=size,
-                    timeout=self.settings.timeout,
-                    retry=self._retry(),
-                    checksum="crc32c",
-                )
+            fh = open(path, "rb")  # noqa: SIM115 - closed by the with below
         except OSError as exc:
-            if isinstance(exc, FileNotFoundError | PermissionError):
-                raise PermanentStorageError(f"staged file {path}: {exc}") from exc
-            raise self._error(exc, key) from exc
-        except Exception as exc:
-            raise self._error(exc, key) from exc
+            raise PermanentStorageError(f"staged file {path}: {exc}") from exc
+        with fh, self._sdk(key):
+            reader = HashingReader(fh)  # type: ignore[arg-type]
+            blob.upload_from_file(
+                reader,
+                size=size,
+                timeout=self.settings.timeout,
+                retry=self._retry(),
+                checksum="crc32c",
+            )
         digests = reader.digests()
         # The SDK compared the crc32c of the bytes it sent with the one the store
         # computed (DataCorruption otherwise); the store's size must match too.
@@ -121,25 +118,20 @@ class GcsStorage(PrefixedKeys):
     # -- reads ----------------------------------------------------------------
     def get_file(self, key: str, dest: Path) -> None:
         blob = self._blob(key)
-        try:
-            with open(dest, "wb") as fh:
-                blob.download_to_file(fh, timeout=self.settings.timeout, retry=self._retry())
-        except Exception as exc:
-            raise self._error(exc, key) from exc
+        with self._sdk(key), open(dest, "wb") as fh:
+            blob.download_to_file(fh, timeout=self.settings.timeout, retry=self._retry())
 
     def get_bytes(self, key: str) -> bytes:
-        try:
+        with self._sdk(key):
             data: bytes = self._blob(key).download_as_bytes(
                 timeout=self.settings.timeout, retry=self._retry()
             )
-        except Exception as exc:
-            raise self._error(exc, key) from exc
         return data
 
     @contextlib.contextmanager
     def open_read(self, key: str) -> Iterator[BinaryIO]:
         blob = self._blob(key)
-        try:
+        with self._sdk(key):
             stream = blob.open(
                 "rb",
                 chunk_size=self.settings.part_size,
@@ -148,8 +140,6 @@ class GcsStorage(PrefixedKeys):
             )
             # BlobReader fetches lazily: read the metadata now so a missing key fails here.
             blob.reload(timeout=self.settings.timeout, retry=self._retry())
-        except Exception as exc:
-            raise self._error(exc, key) from exc
         try:
             yield MappedReader(stream.read, lambda e: self._error(e, key))  # type: ignore[misc]
         finally:
@@ -157,7 +147,7 @@ class GcsStorage(PrefixedKeys):
                 stream.close()
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
-        try:
+        with self._sdk(prefix or "/"):
             blobs = self.client.list_blobs(
                 self.bucket,
                 prefix=self.list_prefix(prefix),
@@ -166,25 +156,21 @@ class GcsStorage(PrefixedKeys):
             )
             for blob in blobs:
                 yield ObjectInfo(self.relative(blob.name), int(blob.size or 0), blob.updated)
-        except Exception as exc:
-            raise self._error(exc, prefix or "/") from exc
 
     def exists(self, key: str) -> bool:
-        try:
+        with self._sdk(key):
             return bool(self._blob(key).exists(timeout=self.settings.timeout, retry=self._retry()))
-        except Exception as exc:
-            raise self._error(exc, key) from exc
 
     def delete(self, key: str) -> None:
-        try:
+        with contextlib.suppress(ObjectNotFound), self._sdk(key):
             self._blob(key).delete(timeout=self.settings.timeout, retry=self._retry())
-        except Exception as exc:
-            err = self._error(exc, key)
-            if not isinstance(err, ObjectNotFound):
-                raise err from exc
 
     # -- errors ---------------------------------------------------------------
-    def _error(self, exc: Exception, key: str) -> StorageError:
+    def _sdk(self, key: str) -> contextlib.AbstractContextManager[None]:
+        """google-cloud errors raised inside as StorageErrors naming ``key``."""
+        return mapped_errors(lambda exc: self._error(exc, key))
+
+    def _error(self, exc: Exception, key: str) -> StorageError | None:
         where = self.where(key) if key != "/" else self.describe()
         err = map_gcs_error(exc, self.bucket, where)
         if isinstance(err, ObjectNotFound) and not self._bucket_exists():
@@ -198,8 +184,11 @@ class GcsStorage(PrefixedKeys):
             return True  # cannot tell: keep the original error
 
 
-def map_gcs_error(exc: BaseException, bucket: str, where: str) -> StorageError:
-    """A google-cloud / google-auth / requests error as a StorageError."""
+def map_gcs_error(exc: BaseException, bucket: str, where: str) -> StorageError | None:
+    """A google-cloud / google-auth / requests error as a StorageError.
+
+    None for an exception that is not the SDK's or the network's (see ``mapped_errors``).
+    """
     if isinstance(exc, StorageError):
         return exc
     status = _status_of(exc)
@@ -218,7 +207,9 @@ def map_gcs_error(exc: BaseException, bucket: str, where: str) -> StorageError:
         return PermanentStorageError(f"{where}: HTTP {status} ({text})")
     if type(exc).__name__ == "DataCorruption":
         return StorageError(f"{where}: checksum mismatch in transit ({text})")
-    return StorageError(f"{where}: connection failed ({type(exc).__name__}: {text})")
+    if from_sdk(exc, "google", "google_crc32c", "google_resumable_media"):
+        return StorageError(f"{where}: connection failed ({type(exc).__name__}: {text})")
+    return None  # not the SDK's: raised as it is, never retried
 
 
 def _status_of(exc: BaseException) -> int | None:
@@ -245,8 +236,6 @@ def gcs_client(project: str | None = None) -> Any:
 def open_gcs_url(url: str) -> GcsStorage:
     """``gs://bucket/prefix`` with credentials from the Google environment."""
     bucket, prefix = split_bucket_url(url, "gs")
-    try:
+    with mapped_errors(lambda exc: map_gcs_error(exc, bucket, url)):
         client = gcs_client()
-    except Exception as exc:
-        raise map_gcs_error(exc, bucket, url) from exc
     return GcsStorage(client, bucket, prefix)

@@ -37,6 +37,8 @@ from db_backup.storage.cloud import (
     b64,
     file_size,
     first_line,
+    from_sdk,
+    mapped_errors,
     mismatch,
     read_small,
     split_bucket_url,
@@ -100,12 +102,10 @@ class S3Storage(PrefixedKeys):
     def _put_single(self, key: str, data: bytes) -> UploadReceipt:
         name = self.full_key(key)
         digest = hashlib.sha256(data).digest()
-        try:
+        with self._sdk(key):
             reply = self.client.put_object(
                 Bucket=self.bucket, Key=name, Body=data, ChecksumSHA256=b64(digest)
             )
-        except Exception as exc:
-            raise self._error(exc, key) from exc
         check = self._check_single(key, reply, digest, data)
         return UploadReceipt(len(data), digest.hex(), check)
 
@@ -125,19 +125,16 @@ class S3Storage(PrefixedKeys):
 
     def _put_multipart(self, key: str, path: Path) -> UploadReceipt:
         name = self.full_key(key)
-        try:
+        with self._sdk(key):
             upload = self.client.create_multipart_upload(
                 Bucket=self.bucket, Key=name, ChecksumAlgorithm="SHA256"
             )
-        except Exception as exc:
-            raise self._error(exc, key) from exc
         upload_id = upload["UploadId"]
         try:
-            return self._send_parts(key, name, upload_id, path)
-        except BaseException as exc:
+            with self._sdk(key):
+                return self._send_parts(key, name, upload_id, path)
+        except BaseException:
             self._abort(name, upload_id)
-            if isinstance(exc, Exception) and not isinstance(exc, StorageError):
-                raise self._error(exc, key) from exc
             raise
 
     def _send_parts(self, key: str, name: str, upload_id: str, path: Path) -> UploadReceipt:
@@ -199,10 +196,8 @@ class S3Storage(PrefixedKeys):
 
     @contextlib.contextmanager
     def open_read(self, key: str) -> Iterator[BinaryIO]:
-        try:
+        with self._sdk(key):
             body = self.client.get_object(Bucket=self.bucket, Key=self.full_key(key))["Body"]
-        except Exception as exc:
-            raise self._error(exc, key) from exc
         from db_backup.storage.cloud import MappedReader
 
         try:
@@ -212,54 +207,31 @@ class S3Storage(PrefixedKeys):
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         paginator = self.client.get_paginator("list_objects_v2")
-        try:
+        with self._sdk(prefix or "/"):
             for page in paginator.paginate(Bucket=self.bucket, Prefix=self.list_prefix(prefix)):
                 for item in page.get("Contents", []):
                     yield ObjectInfo(
                         self.relative(item["Key"]), int(item["Size"]), item.get("LastModified")
                     )
-        except Exception as exc:
-            raise self._error(exc, prefix or "/") from exc
 
     def exists(self, key: str) -> bool:
         try:
-            self.client.head_object(Bucket=self.bucket, Key=self.full_key(key))
-        except Exception as exc:
-            err = self._error(exc, key)
-            if isinstance(err, ObjectNotFound):
-                return False
-            raise err from exc
+            with self._sdk(key):
+                self.client.head_object(Bucket=self.bucket, Key=self.full_key(key))
+        except ObjectNotFound:
+            return False
         return True
 
     def delete(self, key: str) -> None:
-        try:
+        with contextlib.suppress(ObjectNotFound), self._sdk(key):
             self.client.delete_object(Bucket=self.bucket, Key=self.full_key(key))
-        except Exception as exc:
-            err = self._error(exc, key)
-            if not isinstance(err, ObjectNotFound):
-                raise err from exc
-
-    def incomplete_uploads(self, prefix: str = "") -> Iterator[tuple[ObjectInfo, str]]:
-        """Multipart uploads under ``prefix`` never completed nor aborted (for prune).
-
-        Yields (info with the key and start time, upload id). Such uploads are never
-        objects: ``list`` does not show them, but the store bills their parts.
-        """
-        paginator = self.client.get_paginator("list_multipart_uploads")
-        try:
-            for page in paginator.paginate(Bucket=self.bucket, Prefix=self.list_prefix(prefix)):
-                for up in page.get("Uploads", []):
-                    info = ObjectInfo(self.relative(up["Key"]), 0, up.get("Initiated"))
-                    yield info, str(up["UploadId"])
-        except Exception as exc:
-            raise self._error(exc, prefix or "/") from exc
-
-    def abort_incomplete(self, key: str, upload_id: str) -> None:
-        """Drop an incomplete multipart upload and its parts."""
-        self._abort(self.full_key(key), upload_id)
 
     # -- errors ---------------------------------------------------------------
-    def _error(self, exc: Exception, key: str) -> StorageError:
+    def _sdk(self, key: str) -> contextlib.AbstractContextManager[None]:
+        """boto3/botocore errors raised inside as StorageErrors naming ``key``."""
+        return mapped_errors(lambda exc: self._error(exc, key))
+
+    def _error(self, exc: Exception, key: str) -> StorageError | None:
         return map_s3_error(exc, self.bucket, self.where(key) if key != "/" else self.describe())
 
 
@@ -291,8 +263,11 @@ def _part_entry(part: PartResult) -> dict[str, Any]:
     return entry
 
 
-def map_s3_error(exc: BaseException, bucket: str, where: str) -> StorageError:
-    """A botocore/boto3 error as a StorageError naming the bucket/key and the cause."""
+def map_s3_error(exc: BaseException, bucket: str, where: str) -> StorageError | None:
+    """A botocore/boto3 error as a StorageError naming the bucket/key and the cause.
+
+    None for an exception that is not the SDK's or the network's (see ``mapped_errors``).
+    """
     if isinstance(exc, StorageError):
         return exc
     from botocore import exceptions as bx
@@ -303,9 +278,9 @@ def map_s3_error(exc: BaseException, bucket: str, where: str) -> StorageError:
         return PermanentStorageError(f"{where}: no usable AWS credentials ({first_line(exc)})")
     if isinstance(exc, bx.ParamValidationError):
         return PermanentStorageError(f"{where}: invalid request ({first_line(exc)})")
-    if isinstance(exc, bx.BotoCoreError | OSError):
+    if isinstance(exc, bx.BotoCoreError) or from_sdk(exc, "botocore", "boto3", "s3transfer"):
         return StorageError(f"{where}: connection failed ({first_line(exc)})")
-    return StorageError(f"{where}: {type(exc).__name__}: {first_line(exc)}")
+    return None  # not the SDK's: raised as it is, never retried
 
 
 def _client_error(exc: Any, bucket: str, where: str) -> StorageError:

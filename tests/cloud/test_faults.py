@@ -17,6 +17,14 @@ from db_backup.storage.cloud import MiB
 from tests.cloud.conftest import TEST_SETTINGS, open_store, write_random
 from tests.faultproxy import FaultProxy
 
+
+def incomplete_uploads(store: Any, prefix: str) -> list[str]:
+    """Keys of S3 multipart uploads under ``prefix`` never completed nor aborted."""
+    paginator = store.client.get_paginator("list_multipart_uploads")
+    pages = paginator.paginate(Bucket=store.bucket, Prefix=store.list_prefix(prefix))
+    return [up["Key"] for page in pages for up in page.get("Uploads", [])]
+
+
 KINDS = ["s3", "gcs", "azure"]
 # The write request of each store's upload protocol (S3 parts, GCS chunks, Azure blocks).
 UPLOAD_METHOD = {"s3": "PUT", "gcs": "PUT", "azure": "PUT"}
@@ -122,7 +130,7 @@ def test_endless_upload_faults_fail_transient_and_leave_nothing(
     assert "b/1/big.zst" in str(err.value)
     assert [i.key for i in direct.list("b/")] == ["b/0/older.zst"]
     if kind == "s3":  # the multipart upload was aborted, not left to accumulate parts
-        assert list(direct.incomplete_uploads("b/")) == []
+        assert incomplete_uploads(direct, "b/") == []
 
 
 def test_stalled_download_times_out_as_transient(

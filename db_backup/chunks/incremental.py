@@ -1,4 +1,4 @@
-"""Incremental mode: the backup steps around :mod:`db_backup.chunkstore`.
+"""Incremental mode: the backup steps around :mod:`db_backup.chunks.index`.
 
 A backup in ``incremental`` mode runs the usual recipe (dump -> checksum ->
 upload -> manifest); only the sink differs: a :class:`ChunkingSink` stores
@@ -12,10 +12,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from db_backup.chunkgc import check_concurrent_gc
-from db_backup.chunking import ChunkParams
-from db_backup.chunkstore import ChunkedStagedObject, ChunkingSink, ChunkPolicy, StorageClock
-from db_backup.crypto import DataKey
+from db_backup.chunks.chunking import ChunkParams
+from db_backup.chunks.gc import check_concurrent_gc
+from db_backup.chunks.index import ChunkPolicy, StorageClock
+from db_backup.chunks.writer import ChunkedStagedObject, ChunkingSink
+from db_backup.crypto.stream import DataKey
 from db_backup.errors import ConfigError, IntegrityError
 from db_backup.manifest import INCREMENTAL_FORMAT_VERSION, Manifest
 from db_backup.pipeline import DEFAULT_LEVEL, ProgressFn, StagedObject

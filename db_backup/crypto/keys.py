@@ -40,7 +40,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
-from db_backup.crypto import (
+from db_backup.crypto.stream import (
     ALGORITHM,
     FORMAT_NAME,
     FORMAT_VERSION,
@@ -49,7 +49,7 @@ from db_backup.crypto import (
     EncryptingWriter,
 )
 from db_backup.errors import ConfigError, EncryptionError, ObjectNotFound
-from db_backup.manifest import Manifest
+from db_backup.manifest import CHUNKED, Manifest
 from db_backup.pipeline import EncodeLayer, StagedObject
 from db_backup.storage.base import Storage
 
@@ -106,12 +106,12 @@ def backup_key_id(manifest: Manifest) -> str | None:
     Refuses a manifest whose objects and ``encryption`` field disagree, or that
     uses an encoding or format version this db-backup does not know.
     """
-    known = {"zstd", ALGORITHM, "chunked"}  # "chunked": incremental backups (chunkstore)
+    known = {"zstd", ALGORITHM, CHUNKED}
     for obj in manifest.objects:
         unknown = [e for e in obj.encoding if e not in known]
         if unknown:
             raise EncryptionError(f"object {obj.key} uses unknown encoding {unknown[0]!r}")
-        if ALGORITHM in obj.encoding and manifest.encryption is None:
+        if obj.encrypted and manifest.encryption is None:
             raise EncryptionError(
                 f"object {obj.key} is encrypted but manifest {manifest.name}/"
                 f"{manifest.backup_id} has no encryption record"

@@ -1,7 +1,7 @@
 """MongoDB through pymongo: mongodump-compatible dumps and selective restores.
 
 The dump is one object, a tar stream of mongodump's directory layout (see
-:mod:`db_backup.connectors.mongo_archive`). Documents travel as raw BSON from
+:mod:`db_backup.connectors.mongodb.archive`). Documents travel as raw BSON from
 ``find_raw_batches`` to the archive and from the archive to ``insert_many`` of
 ``RawBSONDocument``: never decoded, so every BSON type survives byte for byte.
 
@@ -27,7 +27,7 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from db_backup.connectors.base import DumpResult, RestoreRequest, RestoreResult, RestoreSource
-from db_backup.connectors.mongo_archive import (
+from db_backup.connectors.mongodb.archive import (
     BSON_SUFFIX,
     METADATA_SUFFIX,
     ArchiveIndex,
@@ -40,7 +40,7 @@ from db_backup.connectors.mongo_archive import (
     scan_archive,
     write_raw_batches,
 )
-from db_backup.connectors.mongo_restore import (
+from db_backup.connectors.mongodb.restore import (
     archive_entry,
     check_index,
     create_collection,
@@ -48,7 +48,13 @@ from db_backup.connectors.mongo_restore import (
     insert_documents,
     select_collections,
 )
-from db_backup.errors import BackupError, ConfigError, SourceError, TargetError
+from db_backup.errors import (
+    BackupError,
+    ConfigError,
+    SourceError,
+    TargetError,
+    TransientSourceError,
+)
 from db_backup.manifest import Manifest
 
 PASSWORD_ENV = "DB_BACKUP_MONGO_PASSWORD"
@@ -60,12 +66,6 @@ AUTH_CODES = {18, 11}  # AuthenticationFailed, UserNotFound
 UNAUTHORIZED = 13
 SNAPSHOT_TOO_OLD = 239
 SNAPSHOT_WIRE_VERSION = 13  # MongoDB 5.0: snapshot reads outside transactions
-
-
-class TransientSourceError(SourceError):
-    """The connection dropped mid-dump; a retry may succeed."""
-
-    transient = True
 
 
 class MongoConnector:

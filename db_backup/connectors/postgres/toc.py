@@ -17,6 +17,9 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from db_backup.errors import ConfigError
+from db_backup.manifest import Manifest
+
 # Longest first, so "TABLE DATA" wins over "TABLE".
 DESCS = sorted(
     [
@@ -164,3 +167,24 @@ def _belongs(
 def render(entries: list[TocEntry]) -> str:
     """A ``-L`` list file for pg_restore, in archive order."""
     return "".join(e.line + "\n" for e in entries)
+
+
+def resolve_tables(tables: list[str] | None, manifest: Manifest) -> list[str] | None:
+    """Qualified names for ``tables`` ('orders' -> 'public.orders'); ConfigError if unknown."""
+    if tables is None:
+        return None
+    known = set(manifest.tables)
+    out: list[str] = []
+    for name in tables:
+        if name in known:
+            out.append(name)
+            continue
+        matches = sorted(t for t in known if t.split(".", 1)[1] == name)
+        if len(matches) != 1:
+            why = "is ambiguous" if matches else "is not"
+            raise ConfigError(
+                f"table {name!r} {why} in backup {manifest.name}/{manifest.backup_id} "
+                f"(it has: {', '.join(sorted(known)) or 'no tables'})"
+            )
+        out.append(matches[0])
+    return out

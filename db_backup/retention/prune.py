@@ -29,8 +29,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from db_backup.catalog import RESERVED_PREFIXES
-from db_backup.checks import CheckState, checks_from_listing
+from db_backup.checks.records import CheckState, checks_from_listing
+from db_backup.defaults import ORPHAN_GRACE
 from db_backup.errors import BackupError, ManifestError, StorageError
 from db_backup.manifest import (
     MANIFEST_NAME,
@@ -42,10 +42,10 @@ from db_backup.manifest import (
     parse_backup_id,
     parse_manifest,
 )
-from db_backup.retention import Backup, Decision, Policy, select
+from db_backup.retention.policy import Backup, Decision, Policy, select
 from db_backup.storage.base import ObjectInfo, Storage
 
-DEFAULT_ORPHAN_GRACE = timedelta(hours=24)
+DEFAULT_ORPHAN_GRACE = ORPHAN_GRACE
 SkipFn = Callable[[str, Exception], None]
 
 
@@ -102,9 +102,8 @@ class PruneResult:
     errors: list[str] = field(default_factory=list)
 
 
-# A hook runs after every applied prune, e.g. garbage collection of shared chunks.
+# A hook a caller may run after an applied prune (tests observe the result with one).
 AfterPrune = Callable[[Storage, PrunePlan, PruneResult], None]
-AFTER_PRUNE: list[AfterPrune] = []
 
 
 def _group(listing: Iterable[ObjectInfo], name: str) -> dict[str, list[ObjectInfo]]:
@@ -139,9 +138,7 @@ def plan_prune(
     orphan_grace: timedelta = DEFAULT_ORPHAN_GRACE,
 ) -> PrunePlan:
     """Decide what to delete from one listing of ``<name>/``; deletes nothing."""
-    check_name(name)
-    if name.startswith(RESERVED_PREFIXES):
-        raise ManifestError(f"name {name!r} is reserved")
+    check_name(name)  # also refuses the reserved '_'/'.' prefixes (no leading punctuation)
     policy.validate()
     listing = list(storage.list(f"{name}/"))
     groups = _group(listing, name)
@@ -200,15 +197,11 @@ def _place_orphans(plan: PrunePlan, groups: dict[str, list[ObjectInfo]]) -> None
 
 def _old_partials(storage: Storage, name: str, now: datetime, grace: timedelta) -> list[ObjectInfo]:
     """Leftover temporary files of interrupted writes, for stores that have them."""
-    lister = getattr(storage, "list_partials", None)
-    if lister is None:
-        return []
-    return [p for p in lister(f"{name}/") if p.modified is not None and now - p.modified >= grace]
+    partials = storage.list_partials(f"{name}/")
+    return [p for p in partials if p.modified is not None and now - p.modified >= grace]
 
 
-def apply_plan(
-    storage: Storage, plan: PrunePlan, hooks: Sequence[AfterPrune] | None = None
-) -> PruneResult:
+def apply_plan(storage: Storage, plan: PrunePlan, hooks: Sequence[AfterPrune] = ()) -> PruneResult:
     """Delete what ``plan`` removes: manifest first, then objects; then orphans; then hooks.
 
     A deletion that fails is recorded in ``errors`` and the rest goes on; what
@@ -223,7 +216,7 @@ def apply_plan(
         if _delete(storage, partial.key, result):
             result.partials_removed.append(partial.key)
             result.freed_bytes += partial.size
-    for hook in AFTER_PRUNE if hooks is None else hooks:
+    for hook in hooks:
         hook(storage, plan, result)
     return result
 

@@ -36,8 +36,8 @@ Public API (what the incremental chunk store and the backup pipeline use)::
 ``what`` names the object in error messages. A :class:`DataKey` never shows
 its bytes in ``repr`` or in any message.
 
-Getting the key: plain code calls :func:`db_backup.keys.unlock_key` (store,
-key id, passphrase); Prefect tasks receive a :class:`db_backup.keys.KeySource`
+Getting the key: plain code calls :func:`db_backup.crypto.keys.unlock_key` (store,
+key id, passphrase); Prefect tasks receive a :class:`db_backup.crypto.keys.KeySource`
 (no secret in it: store, key id, Secret block name) from the
 ``prepare_encryption`` task and call ``db_backup.tasks.encryption.load_data_key``.
 Record ``keys.manifest_record(key_id)`` as the manifest's ``encryption`` field
@@ -100,7 +100,7 @@ class DataKey:
     """A repository's random 256-bit data key and its public id.
 
     The key bytes are never part of ``repr``/``str`` and never leave this
-    object except through :mod:`db_backup.keys` (wrapped under a passphrase).
+    object except through :mod:`db_backup.crypto.keys` (wrapped under a passphrase).
     """
 
     __slots__ = ("key_id", "_secret", "_id_key")
@@ -128,7 +128,7 @@ class DataKey:
     __str__ = __repr__
 
     def secret_bytes(self) -> bytes:
-        """The raw key, for wrapping only (db_backup.keys). Never log or store it."""
+        """The raw key, for wrapping only (db_backup.crypto.keys). Never log or store it."""
         return self._secret
 
     def object_key(self, salt: bytes) -> AESGCM:

@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from db_backup.crypto import DataKey
+from db_backup.crypto.stream import DataKey
 from db_backup.errors import EncryptionError, IntegrityError, ManifestError, StorageError
 from db_backup.manifest import Manifest, backup_prefix, check_name, is_backup_id
 from db_backup.operations import verify_stored

@@ -1,17 +1,18 @@
 """Restore drills: prove a backup restores, as plain steps the drill flow wraps.
 
-A drill downloads every object of a backup (size and sha256 checked against
-the manifest), restores it into a **scratch** database created for the drill
+A drill reads the backup through :func:`db_backup.read.read_backup` (every
+object's size and sha256 checked against the manifest, sealed objects
+authenticated with the data key), restores it into a **scratch** database created for the drill
 (see :mod:`db_backup.connectors.scratch`), compares the rows of every table
 with the counts the manifest recorded at backup time, runs the engine's own
 integrity check, drops the scratch database, and records the result next to
-the backup (:mod:`db_backup.checks`).
+the backup (:mod:`db_backup.checks.records`).
 
 A problem with the backup (altered object, failed restore, row counts that
 disagree, integrity check errors) is a *failed* drill and is recorded. A
 problem with the drill set-up (the scratch database cannot be created, the
-store cannot be reached) raises before anything is recorded and before any
-database is touched.
+store cannot be reached, an encrypted backup and no passphrase) raises before
+anything is recorded and before any database is touched.
 """
 
 from __future__ import annotations
@@ -22,10 +23,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from db_backup import operations as ops
-from db_backup.checks import CheckRecord
+from db_backup.checks.records import CheckRecord
 from db_backup.connectors.base import Connector, RestoreRequest, RestoreSource
+from db_backup.crypto.stream import DataKey
 from db_backup.errors import (
+    ConfigError,
     EncryptionError,
     IntegrityError,
     ManifestError,
@@ -33,6 +35,7 @@ from db_backup.errors import (
     TargetError,
 )
 from db_backup.manifest import Manifest
+from db_backup.read import read_backup
 from db_backup.storage.base import Storage
 
 # Errors that are a verdict on the backup itself, not on the drill's set-up.
@@ -104,21 +107,15 @@ def count_table(
     }
 
 
-def stage_objects(storage: Storage, manifest: Manifest, staging: Path) -> dict[str, Path]:
-    """Download every object, each checked against the manifest's size and sha256."""
-    return {obj.key: ops.download_verified(storage, obj, staging) for obj in manifest.objects}
-
-
-def restore_and_inspect(
-    manifest: Manifest, staged: dict[str, Path], scratch: Connector, report: DrillReport
-) -> None:
+def restore_and_inspect(source: RestoreSource, scratch: Connector, report: DrillReport) -> None:
     """Restore into the scratch database, run the engine's check, then compare counts.
 
     The drill runs the check itself, so connectors may skip their own post-restore
     check (``skip_integrity_check``) instead of reading everything twice.
     """
     request = RestoreRequest(options={"skip_integrity_check": True})
-    scratch.restore(RestoreSource(manifest=manifest, staged=staged), request)
+    manifest = source.manifest
+    scratch.restore(source, request)
     report.check_problems = scratch.check()
     report.problems.extend(f"engine check: {p}" for p in report.check_problems[:20])
     try:
@@ -133,17 +130,25 @@ def restore_and_inspect(
 
 
 def run_drill(
-    storage: Storage, manifest: Manifest, scratch: Connector, staging: Path
+    storage: Storage,
+    manifest: Manifest,
+    scratch: Connector,
+    staging: Path,
+    key: DataKey | None = None,
 ) -> DrillReport:
     """Drill ``manifest`` into ``scratch``; backup faults become report problems.
 
-    Does not drop ``scratch``: the caller owns it and drops it whatever happens.
+    An encrypted backup needs ``key``, its data key: without it PassphraseRequired
+    (a ConfigError) is raised, and no verdict on the backup is made. Does not drop
+    ``scratch``: the caller owns it and drops it whatever happens.
     """
     report = DrillReport(manifest.name, manifest.backup_id, scratch.describe())
     start = time.monotonic()
     try:
-        staged = stage_objects(storage, manifest, staging)
-        restore_and_inspect(manifest, staged, scratch, report)
+        source = read_backup(storage, manifest, staging, key, "the drill")
+        restore_and_inspect(source, scratch, report)
+    except ConfigError:
+        raise  # the set-up (no passphrase, ...), not the backup: no verdict
     except BACKUP_FAULTS as exc:
         report.problems.append(str(exc))
     finally:

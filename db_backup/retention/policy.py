@@ -33,17 +33,15 @@ reach this function (prune handles their leftovers with a safety window).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, tzinfo
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from db_backup.errors import ConfigError
+from db_backup.parsing import RETENTION_UNITS, format_duration, parse_timezone
+from db_backup.parsing import parse_duration as _parse_duration
 
 BUCKET_RULES = ("hourly", "daily", "weekly", "monthly", "yearly")
-_DURATION_RE = re.compile(r"(\d+)([hdw])")
-_UNIT_HOURS = {"h": 1, "d": 24, "w": 24 * 7}
 
 
 @dataclass(frozen=True)
@@ -120,30 +118,13 @@ class Decision:
 
 
 def zone(name: str) -> tzinfo:
-    """The IANA time zone ``name``; ConfigError when it is unknown."""
-    if name.upper() == "UTC":
-        return UTC
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise ConfigError(
-            f"time zone {name!r} is unknown (use an IANA name such as Europe/Paris)"
-        ) from exc
+    """The IANA time zone ``name``; ConfigError when it is unknown (the one check)."""
+    return parse_timezone(name)
 
 
 def parse_duration(text: str) -> timedelta:
-    """``36h``, ``7d``, ``2w`` or a sum like ``1w3d``; ConfigError otherwise."""
-    clean = text.strip().lower()
-    if not clean or _DURATION_RE.sub("", clean):
-        raise ConfigError(f"duration {text!r} is invalid (use e.g. 36h, 7d, 2w or 1w3d)")
-    hours = sum(int(n) * _UNIT_HOURS[unit] for n, unit in _DURATION_RE.findall(clean))
-    return timedelta(hours=hours)
-
-
-def format_duration(value: timedelta) -> str:
-    """A duration as ``7d`` / ``36h`` (the inverse of :func:`parse_duration`)."""
-    hours = int(value.total_seconds() // 3600)
-    return f"{hours // 24}d" if hours % 24 == 0 else f"{hours}h"
+    """``36h``, ``7d``, ``2w`` or a sum like ``1w3d`` (whole hours); ConfigError otherwise."""
+    return _parse_duration(text, RETENTION_UNITS)
 
 
 def _bucket_key(rule: str, when: datetime, tz: tzinfo) -> str:

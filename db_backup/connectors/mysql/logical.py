@@ -18,7 +18,7 @@ Restore: the ``mariadb``/``mysql`` client reads the dump into the same or
 another database (created when missing, dropped again if the restore fails).
 MySQL DDL commits implicitly, so a failed restore into an existing database
 can leave it partly restored: restore into a new name when in doubt.
-Selective restore filters the stream (:mod:`db_backup.connectors.mysql_filter`).
+Selective restore filters the stream (:mod:`db_backup.connectors.mysql.filter`).
 
 Passwords: the block's, else ``$DB_BACKUP_MYSQL_PASSWORD``, else
 ``$MYSQL_PWD``. Tools get them in a 0600 ``--defaults-extra-file`` removed
@@ -39,9 +39,10 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 from db_backup.connectors import _proc
 from db_backup.connectors._proc import Secret
 from db_backup.connectors.base import DumpResult, RestoreRequest, RestoreResult, RestoreSource
-from db_backup.connectors.mysql_filter import filtered_stream
+from db_backup.connectors.mysql.filter import filtered_stream
 from db_backup.errors import ConfigError, IntegrityError, SourceError, TargetError, ToolFailed
 from db_backup.manifest import Manifest
+from db_backup.parsing import refuse_url_secrets
 from db_backup.pipeline import COPY_CHUNK, DumpSink
 
 PASSWORD_ENVS = ("DB_BACKUP_MYSQL_PASSWORD", "MYSQL_PWD")
@@ -65,12 +66,8 @@ LOCK_WAIT_SECONDS = 2
 
 def from_url(url: str, **options: Any) -> MySQLConnector:
     """A connector for ``mysql://user@host:port/db?ssl-ca=...``; no password allowed."""
+    refuse_url_secrets(url, hint="set DB_BACKUP_MYSQL_PASSWORD or use a mysql-database block")
     parts = urlsplit(url)
-    if parts.password is not None:
-        raise ConfigError(
-            "a password in the database URL is refused (it would end up in logs and flow "
-            "parameters); set DB_BACKUP_MYSQL_PASSWORD or use a mysql-database block"
-        )
     database = unquote(parts.path.lstrip("/"))
     if not database:
         raise ConfigError(f"MySQL URL {url} names no database (mysql://host/DB)")

@@ -1,7 +1,7 @@
 """The server-free half of a MongoDB restore: selection, checks, batches, indexes.
 
 Everything here takes plain values or a pymongo ``Database``/``Collection``
-handed in by :class:`db_backup.connectors.mongodb.MongoConnector`, so the
+handed in by :class:`db_backup.connectors.mongodb.logical.MongoConnector`, so the
 batching and checking logic is testable without a server.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from db_backup.connectors.mongo_archive import BSON_SUFFIX, ArchiveIndex, CollectionEntry
+from db_backup.connectors.mongodb.archive import BSON_SUFFIX, ArchiveIndex, CollectionEntry
 from db_backup.errors import ConfigError, IntegrityError
 from db_backup.manifest import Manifest
 

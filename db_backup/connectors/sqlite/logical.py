@@ -19,9 +19,9 @@ from pathlib import Path
 from urllib.parse import quote
 
 from db_backup.connectors.base import DumpResult, RestoreRequest, RestoreResult, RestoreSource
-from db_backup.errors import ConfigError, IntegrityError, SourceError, TargetError
+from db_backup.errors import ConfigError, IntegrityError, SourceError, StagingError, TargetError
 from db_backup.manifest import Manifest
-from db_backup.pipeline import COPY_CHUNK, DumpSink, StagingError, copy_stream
+from db_backup.pipeline import COPY_CHUNK, DumpSink, copy_stream
 
 HEADER = b"SQLite format 3\x00"
 SIDE_FILES = ("-wal", "-shm", "-journal")

@@ -27,11 +27,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from db_backup.connectors import _proc, pg_toc
+from db_backup.connectors import _proc
 from db_backup.connectors._proc import Secret
 from db_backup.connectors.base import DumpResult, RestoreRequest, RestoreResult, RestoreSource
+from db_backup.connectors.postgres import catalog
+from db_backup.connectors.postgres import toc as pg_toc
 from db_backup.errors import ConfigError, IntegrityError, SourceError, TargetError
 from db_backup.manifest import Manifest
+from db_backup.parsing import refuse_url_secrets
 from db_backup.pipeline import DumpSink, copy_stream
 
 PASSWORD_ENVS = ("DB_BACKUP_PG_PASSWORD", "PGPASSWORD")
@@ -43,17 +46,12 @@ SSL_PARAMS = {
 }
 MAINTENANCE_DB = "postgres"
 TOOL_APPNAME = "db-backup-tool"  # pg_dump / pg_restore sessions, told apart from ours
-SYSTEM_SCHEMAS = "('pg_catalog', 'information_schema')"
 
 
 def from_url(url: str, **options: Any) -> PostgresConnector:
     """A connector for ``postgresql://user@host:port/db?sslmode=...``; no password allowed."""
+    refuse_url_secrets(url, hint="set DB_BACKUP_PG_PASSWORD or use a postgres-database block")
     parts = urlsplit(url)
-    if parts.password is not None:
-        raise ConfigError(
-            "a password in the database URL is refused (it would end up in logs and flow "
-            "parameters); set DB_BACKUP_PG_PASSWORD or use a postgres-database block"
-        )
     database = unquote(parts.path.lstrip("/"))
     if not database:
         raise ConfigError(f"PostgreSQL URL {url} names no database (postgresql://host/DB)")
@@ -173,9 +171,9 @@ class PostgresConnector:
             snapshot = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
             # One core for counting: parallel workers would take the core pg_dump needs.
             conn.execute("SET LOCAL max_parallel_workers_per_gather = 0")
-            tables = _list_tables(conn)
-            objects = _object_owners(conn)
-            counter = _proc.RowCounter("pg-row-counts", conn, tables, _count)
+            tables = catalog.list_tables(conn)
+            objects = catalog.object_owners(conn)
+            counter = _proc.RowCounter("pg-row-counts", conn, tables, catalog.count_rows)
             counter.start()
             try:
                 self._run_pg_dump(pg_dump, snapshot, sink)
@@ -221,7 +219,7 @@ class PostgresConnector:
         """Refuse, before any download, a restore that would clobber data or cannot work."""
         _require_engine(manifest, "postgres")
         _proc.find_tool(["pg_restore"], "PostgreSQL")
-        tables = resolve_tables(request.tables, manifest)
+        tables = pg_toc.resolve_tables(request.tables, manifest)
         existing = self._existing_tables()
         if existing is None or request.force:
             return
@@ -242,7 +240,7 @@ class PostgresConnector:
     def restore(self, source: RestoreSource, request: RestoreRequest) -> RestoreResult:
         """pg_restore into this database (created when missing), atomically unless jobs > 1."""
         self.check_target(source.manifest, request)
-        tables = resolve_tables(request.tables, source.manifest)
+        tables = pg_toc.resolve_tables(request.tables, source.manifest)
         schemas = [str(s) for s in request.options.get("schemas") or []]
         if request.options.get("globals"):
             self._restore_globals(source)
@@ -276,13 +274,15 @@ class PostgresConnector:
         with contextlib.closing(self._connect(MAINTENANCE_DB, TargetError)) as conn:
             conn.autocommit = True
             try:
-                conn.execute(f"DROP DATABASE {_ident(self.database)}")
+                conn.execute(f"DROP DATABASE {catalog.ident(self.database)}")
             except Exception as exc:
                 side._drop_quietly()
                 raise TargetError(
                     f"restore target {self.describe()} cannot be replaced: {_first_line(exc)}"
                 ) from None
-            conn.execute(f"ALTER DATABASE {_ident(scratch)} RENAME TO {_ident(self.database)}")
+            conn.execute(
+                f"ALTER DATABASE {catalog.ident(scratch)} RENAME TO {catalog.ident(self.database)}"
+            )
         return RestoreResult(self.describe(), sorted(source.manifest.tables))
 
     def _with_database(self, database: str) -> PostgresConnector:
@@ -367,7 +367,7 @@ class PostgresConnector:
             ).fetchone()
             if found:
                 return False
-            conn.execute(f"CREATE DATABASE {_ident(self.database)}")
+            conn.execute(f"CREATE DATABASE {catalog.ident(self.database)}")
             return True
 
     def _drop_quietly(self) -> None:
@@ -394,33 +394,19 @@ class PostgresConnector:
         if not found:
             return None
         with contextlib.closing(self._connect(error=TargetError)) as conn:
-            return {t: 0 for t in _list_tables(conn)}
+            return {t: 0 for t in catalog.list_tables(conn)}
 
     def _existing_objects(self) -> set[str]:
         """'SCHEMA s', 'TYPE s.t', 'FUNCTION s.f(args)' already in the target."""
         with contextlib.closing(self._connect(error=TargetError)) as conn:
-            rows = conn.execute(
-                f"""
-                SELECT 'SCHEMA ' || nspname FROM pg_namespace
-                UNION ALL
-                SELECT 'TYPE ' || n.nspname || '.' || t.typname FROM pg_type t
-                  JOIN pg_namespace n ON n.oid = t.typnamespace
-                 WHERE n.nspname NOT IN {SYSTEM_SCHEMAS}
-                UNION ALL
-                SELECT 'FUNCTION ' || n.nspname || '.' || p.proname
-                       || '(' || oidvectortypes(p.proargtypes) || ')'
-                  FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
-                 WHERE n.nspname NOT IN {SYSTEM_SCHEMAS}
-                """
-            ).fetchall()
-        return {r[0] for r in rows}
+            return catalog.existing_objects(conn)
 
     # -- inspection ----------------------------------------------------------
     def row_counts(self) -> dict[str, int]:
         """Exact rows per table ('schema.table'), read in one snapshot."""
         with contextlib.closing(self._connect()) as conn:
             conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            return {t: _count(conn, t) for t in _list_tables(conn)}
+            return {t: catalog.count_rows(conn, t) for t in catalog.list_tables(conn)}
 
     def check(self) -> list[str]:
         """Problems PostgreSQL reports: invalid indexes (amcheck needs an extension)."""
@@ -442,7 +428,7 @@ class PostgresConnector:
         with contextlib.closing(self._connect(MAINTENANCE_DB, TargetError)) as conn:
             conn.autocommit = True
             try:
-                conn.execute(f"CREATE DATABASE {_ident(name)}")
+                conn.execute(f"CREATE DATABASE {catalog.ident(name)}")
             except Exception as exc:
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                 raise TargetError(
@@ -462,7 +448,7 @@ class PostgresConnector:
         """Drop the database (refused by the server while others are connected)."""
         with contextlib.closing(self._connect(MAINTENANCE_DB, TargetError)) as conn:
             conn.autocommit = True
-            conn.execute(f"DROP DATABASE IF EXISTS {_ident(self.database)}")
+            conn.execute(f"DROP DATABASE IF EXISTS {catalog.ident(self.database)}")
 
 
 def check_versions(tool_version: str, server_version: str, database: str) -> None:
@@ -475,90 +461,12 @@ def check_versions(tool_version: str, server_version: str, database: str) -> Non
         )
 
 
-def resolve_tables(tables: list[str] | None, manifest: Manifest) -> list[str] | None:
-    """Qualified names for ``tables`` ('orders' -> 'public.orders'); ConfigError if unknown."""
-    if tables is None:
-        return None
-    known = set(manifest.tables)
-    out: list[str] = []
-    for name in tables:
-        if name in known:
-            out.append(name)
-            continue
-        matches = sorted(t for t in known if t.split(".", 1)[1] == name)
-        if len(matches) != 1:
-            why = "is ambiguous" if matches else "is not"
-            raise ConfigError(
-                f"table {name!r} {why} in backup {manifest.name}/{manifest.backup_id} "
-                f"(it has: {', '.join(sorted(known)) or 'no tables'})"
-            )
-        out.append(matches[0])
-    return out
-
-
 def _require_engine(manifest: Manifest, engine: str) -> None:
     if manifest.engine != engine:
         raise ConfigError(
             f"backup {manifest.name}/{manifest.backup_id} is a {manifest.engine} backup; "
             f"it cannot be restored into a {engine} database"
         )
-
-
-def _list_tables(conn: Any) -> list[str]:
-    rows = conn.execute(
-        f"""
-        SELECT n.nspname || '.' || c.relname FROM pg_class c
-          JOIN pg_namespace n ON n.oid = c.relnamespace
-         WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN {SYSTEM_SCHEMAS}
-           AND n.nspname NOT LIKE 'pg\\_%%'
-           AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = c.oid AND d.deptype = 'e')
-         ORDER BY 1
-        """.replace("%%", "%")
-    ).fetchall()
-    return [r[0] for r in rows]
-
-
-def _object_owners(conn: Any) -> dict[str, Any]:
-    """Index -> table, owned sequence -> table, foreign key -> referenced tables."""
-    indexes = conn.execute(
-        """
-        SELECT ni.nspname || '.' || ci.relname, nt.nspname || '.' || ct.relname
-          FROM pg_index x
-          JOIN pg_class ci ON ci.oid = x.indexrelid JOIN pg_namespace ni ON ni.oid = ci.relnamespace
-          JOIN pg_class ct ON ct.oid = x.indrelid JOIN pg_namespace nt ON nt.oid = ct.relnamespace
-         WHERE nt.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast')
-        """
-    ).fetchall()
-    sequences = conn.execute(
-        """
-        SELECT ns.nspname || '.' || s.relname, nt.nspname || '.' || t.relname
-          FROM pg_depend d
-          JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S'
-          JOIN pg_namespace ns ON ns.oid = s.relnamespace
-          JOIN pg_class t ON t.oid = d.refobjid JOIN pg_namespace nt ON nt.oid = t.relnamespace
-         WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass
-           AND d.deptype IN ('a', 'i')
-        """
-    ).fetchall()
-    fkeys = conn.execute(
-        """
-        SELECT n.nspname || '.' || t.relname || ' ' || c.conname,
-               nr.nspname || '.' || r.relname
-          FROM pg_constraint c
-          JOIN pg_class t ON t.oid = c.conrelid JOIN pg_namespace n ON n.oid = t.relnamespace
-          JOIN pg_class r ON r.oid = c.confrelid JOIN pg_namespace nr ON nr.oid = r.relnamespace
-         WHERE c.contype = 'f'
-        """
-    ).fetchall()
-    refs: dict[str, list[str]] = {}
-    for key, target in fkeys:
-        refs.setdefault(key, []).append(target)
-    return {"indexes": dict(indexes), "sequences": dict(sequences), "fkeys": refs}
-
-
-def _count(conn: Any, table: str) -> int:
-    schema, name = table.split(".", 1)
-    return int(conn.execute(f"SELECT count(*) FROM {_ident(schema)}.{_ident(name)}").fetchone()[0])
 
 
 @contextlib.contextmanager
@@ -575,10 +483,6 @@ def _decoded_file(source: RestoreSource, obj: Any, staging: Path) -> Iterator[Pa
 
 def _pgpass_escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace(":", "\\:")
-
-
-def _ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 def _safe_file(name: str) -> str:

@@ -18,7 +18,7 @@ Each GC run leaves a marker ``_gc/<run>.json`` (``running`` while it works,
 ``finished`` after). :func:`check_concurrent_gc` is called by a backup just
 before it writes its manifest: if a GC ran at the same time, it waits for it to
 finish, then checks that every chunk the backup references still exists.
-Together with the refresh rule in :mod:`db_backup.chunkstore` this makes
+Together with the refresh rule in :mod:`db_backup.chunks.index` this makes
 "prune + GC while a backup runs" lose nothing: either the backup's chunks are
 all there, or the backup fails without a manifest (older backups untouched).
 """
@@ -32,10 +32,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from db_backup import chunkstore as cs
-from db_backup import keys as keyfiles
 from db_backup.catalog import RESERVED_PREFIXES, list_backups
-from db_backup.crypto import DataKey, header_key_id
+from db_backup.chunks import index as cs
+from db_backup.crypto import keys as keyfiles
+from db_backup.crypto.stream import DataKey, header_key_id
+from db_backup.defaults import GC_GRACE
 from db_backup.errors import BackupError, ConfigError, IntegrityError, ManifestError
 from db_backup.manifest import is_backup_id
 from db_backup.storage.base import ObjectInfo, Storage
@@ -107,7 +108,7 @@ class _KeyRing:
 
 def plan_garbage(
     storage: Storage,
-    grace: timedelta = cs.MAX_BACKUP_TIME + cs.REFRESH_AGE,
+    grace: timedelta = GC_GRACE,
     policy: cs.ChunkPolicy | None = None,
     dry_run: bool = False,
     passphrase: str | None = None,
@@ -176,10 +177,10 @@ def _live_chunks(
     for manifest in manifests:
         for obj in manifest.objects:
             committed.add(obj.key)
-            if not cs.is_chunked(obj):
+            if not obj.chunked:
                 continue
             key: DataKey | None = None
-            if cs.is_sealed(obj):
+            if obj.encrypted:
                 key_id = keyfiles.backup_key_id(manifest) or ""
                 key = ring.get(key_id)
                 if key is None:
@@ -264,7 +265,7 @@ def _forget_old_markers(storage: Storage, before: datetime) -> None:
 
 def collect_garbage(
     storage: Storage,
-    grace: timedelta = cs.MAX_BACKUP_TIME + cs.REFRESH_AGE,
+    grace: timedelta = GC_GRACE,
     policy: cs.ChunkPolicy | None = None,
     dry_run: bool = False,
     passphrase: str | None = None,
