@@ -2,7 +2,8 @@
 # The test suite: lint (code and GitHub workflows), types, then pytest with coverage
 # against real services.
 # DB_BACKUP_CHECK_IMAGE=1 also builds the container image and backs up / restores every
-# engine inside it (scripts/check-image.sh): opt-in, it adds 8-12 min here (vfs build).
+# engine inside it (scripts/check-image.sh): opt-in, it adds 5-11 min here (vfs build;
+# the first run on a machine also builds the local base image, ~2 min).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
