@@ -3,10 +3,9 @@
 # (pg_dump/pg_restore/psql 15, mariadb-dump/mariadb, mariadb-backup, sqlite3, zstd).
 #
 #   docker build -t db-backup:latest .
-#   # another Debian 12 + Python 3.11 base (a mirror, or the local one
+#   # another Debian 12 + Python 3.11 base (a mirror, or the local stand-in that
 #   # scripts/build-base-image.sh makes where no registry can be reached):
 #   docker build --build-arg BASE=registry.example/python:3.11-slim-bookworm -t db-backup .
-#   # scripts/check-image.sh builds it and backs up/restores every engine inside it.
 #   # a process worker in a container:
 #   docker run -e PREFECT_API_URL=http://prefect:4200/api db-backup:latest
 #   # or use it as the image of a Docker / Kubernetes work pool (docs/deployments.md)
@@ -14,7 +13,8 @@
 # The project is installed editable in /opt/db-backup, the directory prefect.yaml's
 # pull step moves to ($DB_BACKUP_PROJECT_DIR): entrypoints such as
 # flows/backup.py:backup_database load from there and import db_backup.* from the
-# same files.
+# same files. The image runs as the non-root user db-backup (uid 10001).
+# scripts/check-image.sh builds it and backs up and restores every engine inside it.
 ARG BASE=python:3.11-slim-bookworm
 # hadolint ignore=DL3006
 FROM ${BASE}
