@@ -170,6 +170,8 @@ c.commit()
 PY
 id=$(db-backup backup --type sqlite --database src.db --name img-sqlite | tail -1)
 db-backup restore "$id" --name img-sqlite --to restored.db
+[ "$(sqlite3 restored.db "select count(*) from orders")" = 2000 ] \
+    || { echo "error: restored SQLite table does not have the 2000 source rows" >&2; exit 1; }
 [ "$(sqlite3 src.db .dump | sha256sum)" = "$(sqlite3 restored.db .dump | sha256sum)" ] \
     || { echo "error: restored SQLite database differs from the source" >&2; exit 1; }
 echo "sqlite: backup $id restored, $(sqlite3 restored.db "select count(*) from orders") rows, .dump identical"
@@ -192,10 +194,16 @@ pg_state() {  # schema (minus pg_dump's random \restrict keys) and ordered row h
 my_state() {
     mariadb-dump -h 127.0.0.1 -u root --skip-comments --skip-dump-date --order-by-primary "$1"
 }
+rows_pg="$(psql -h 127.0.0.1 -U root -d "${pg_db}_r" -Atc "SELECT count(*) FROM orders")" \
+    || fail "restored PostgreSQL database ${pg_db}_r cannot be read"
+[ "$rows_pg" = 2000 ] || fail "restored PostgreSQL table has $rows_pg rows, not 2000"
 diff <(pg_state "$pg_db") <(pg_state "${pg_db}_r") >&2 || fail "restored PostgreSQL database differs from the source"
-echo "postgres: schema and $(pg_state "${pg_db}_r" | tail -1 | cut -d'|' -f1) rows identical to the source"
+echo "postgres: schema and all $rows_pg rows identical to the source"
+rows_my="$(mariadb -h 127.0.0.1 -u root -N -e "SELECT count(*) FROM ${my_db}_r.orders")" \
+    || fail "restored MariaDB database ${my_db}_r cannot be read"
+[ "$rows_my" = 2000 ] || fail "restored MariaDB table has $rows_my rows, not 2000"
 diff <(my_state "$my_db") <(my_state "${my_db}_r") >&2 || fail "restored MariaDB database differs from the source"
-echo "mariadb: schema and $(mariadb -h 127.0.0.1 -u root -N -e "SELECT count(*) FROM ${my_db}_r.orders") rows identical to the source"
+echo "mariadb: schema and all $rows_my rows identical to the source"
 
 image_size
 echo "image check passed"
