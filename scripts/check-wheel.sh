@@ -19,6 +19,20 @@ echo "top-level packages in the wheel:"
 unzip -Z1 "$out"/dist/*.whl | cut -d/ -f1 | sort -u | grep -v dist-info
 unzip -Z1 "$out"/dist/*.whl | grep -q 'dist-info/licenses/LICENSE$' \
     || { echo "error: the wheel carries no LICENSE" >&2; exit 1; }
+# Every source module is in the wheel (a package missing from [tool.setuptools] packages
+# would be left out silently), under db_backup/ or mapped into it (flows/ -> db_backup/flows/).
+python3 - "$out"/dist/*.whl <<'PY'
+import pathlib, sys, zipfile
+shipped = set(zipfile.ZipFile(sys.argv[1]).namelist())
+mapped = {"db_backup": "db_backup", "flows": "db_backup/flows", "tasks": "db_backup/tasks",
+          "blocks": "db_backup/blocks", "deployments": "db_backup/deployments"}
+missing = [str(src) for top, dest in mapped.items() for src in pathlib.Path(top).rglob("*.py")
+           if "__pycache__" not in src.parts
+           and f"{dest}/{src.relative_to(top).as_posix()}" not in shipped]
+if missing:
+    sys.exit(f"error: the wheel lacks {len(missing)} module(s): {', '.join(sorted(missing))}")
+print("every source module is in the wheel")
+PY
 cd "$out"
 "$out/venv/bin/db-backup" --help >/dev/null
 "$out/venv/bin/python" -c "import db_backup.flows.backup, db_backup.tasks.backup, db_backup.blocks; print('imports ok')"
