@@ -14,7 +14,8 @@ ls "$out"/dist/*.tar.gz "$out"/dist/*.whl >/dev/null
 echo "built: $(cd "$out/dist" && ls | tr '\n' ' ')"
 .venv/bin/python -m twine check --strict "$out"/dist/*
 python3 -m venv "$out/venv"
-"$out/venv/bin/pip" install --quiet "$out"/dist/*.whl
+"$out/venv/bin/pip" install --quiet "$out"/dist/*.whl >"$out/pip.log" 2>&1 \
+    || { tail -30 "$out/pip.log" >&2; echo "error: installing the wheel failed" >&2; exit 1; }
 echo "top-level packages in the wheel:"
 unzip -Z1 "$out"/dist/*.whl | cut -d/ -f1 | sort -u | grep -v dist-info
 unzip -Z1 "$out"/dist/*.whl | grep -q 'dist-info/licenses/LICENSE$' \
