@@ -1,7 +1,11 @@
-# db-backup worker / flow-run image: the project, its Prefect integrations and the
-# database client tools (pg_dump/pg_restore/psql, mariadb-dump/mariadb, sqlite3, zstd).
+# db-backup worker / flow-run image: the project with every engine and store extra
+# (`.[all]`), its Prefect integrations and the database client tools
+# (pg_dump/pg_restore/psql 15, mariadb-dump/mariadb, mariadb-backup, sqlite3, zstd).
 #
 #   docker build -t db-backup:latest .
+#   # another Debian 12 + Python 3.11 base (a mirror, or the local stand-in that
+#   # scripts/build-base-image.sh makes where no registry can be reached):
+#   docker build --build-arg BASE=registry.example/python:3.11-slim-bookworm -t db-backup .
 #   # a process worker in a container:
 #   docker run -e PREFECT_API_URL=http://prefect:4200/api db-backup:latest
 #   # or use it as the image of a Docker / Kubernetes work pool (docs/deployments.md)
@@ -9,8 +13,11 @@
 # The project is installed editable in /opt/db-backup, the directory prefect.yaml's
 # pull step moves to ($DB_BACKUP_PROJECT_DIR): entrypoints such as
 # flows/backup.py:backup_database load from there and import db_backup.* from the
-# same files.
-FROM python:3.11-slim-bookworm
+# same files. The image runs as the non-root user db-backup (uid 10001).
+# scripts/check-image.sh builds it and backs up and restores every engine inside it.
+ARG BASE=python:3.11-slim-bookworm
+# hadolint ignore=DL3006
+FROM ${BASE}
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -23,12 +30,14 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 # Client tools from Debian 12: PostgreSQL 15 client (pg_dump 15 dumps servers up to 15;
 # use a newer postgresql-client from the PGDG repository for newer servers), MariaDB
-# 10.11 client, sqlite3 and zstd. tini reaps the flow-run child processes.
+# 10.11 client and mariadb-backup (physical MariaDB backups), sqlite3 and zstd. tini
+# reaps the flow-run child processes.
 # Versions are not pinned on purpose: a rebuild should pick up Debian's security fixes.
 # hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends \
         ca-certificates \
+        mariadb-backup \
         mariadb-client \
         postgresql-client \
         sqlite3 \
@@ -36,22 +45,24 @@ RUN apt-get update \
         zstd \
     && rm -rf /var/lib/apt/lists/*
 
-RUN useradd --create-home --uid 10001 --shell /usr/sbin/nologin backup \
+# Not "backup": Debian's base-passwd already has a system user of that name (uid 34).
+RUN useradd --create-home --uid 10001 --user-group --shell /usr/sbin/nologin db-backup \
     && mkdir -p /opt/db-backup /var/lib/db-backup/staging \
-    && chown -R backup:backup /opt/db-backup /var/lib/db-backup
+    && chown -R db-backup:db-backup /opt/db-backup /var/lib/db-backup
 
 WORKDIR /opt/db-backup
-COPY --chown=backup:backup pyproject.toml README.md prefect.yaml ./
-COPY --chown=backup:backup db_backup ./db_backup
-COPY --chown=backup:backup flows ./flows
-COPY --chown=backup:backup tasks ./tasks
-COPY --chown=backup:backup blocks ./blocks
-COPY --chown=backup:backup deployments ./deployments
+COPY --chown=db-backup:db-backup pyproject.toml README.md prefect.yaml ./
+COPY --chown=db-backup:db-backup db_backup ./db_backup
+COPY --chown=db-backup:db-backup flows ./flows
+COPY --chown=db-backup:db-backup tasks ./tasks
+COPY --chown=db-backup:db-backup blocks ./blocks
+COPY --chown=db-backup:db-backup deployments ./deployments
 
-# Same command as scripts/bootstrap.sh, without the test tools.
-RUN python -m pip install --no-cache-dir -e ".[aws,gcp,azure,slack,mongodb]" \
+# Same command as scripts/bootstrap.sh, without the test tools: every engine and store.
+RUN python -m pip install --no-cache-dir -e ".[all]" \
     && db-backup --help > /dev/null \
-    && python -c "import db_backup.flows.backup, db_backup.deployments.apply, prefect_slack"
+    && prefect --version > /dev/null \
+    && python -c "import db_backup.flows.backup, db_backup.deployments.apply, prefect_slack, psycopg, pymysql, pymongo"
 
 USER 10001:10001
 ENTRYPOINT ["tini", "--"]

