@@ -186,7 +186,7 @@ class MySQLConnector:
                 ssl=ssl or None,
             )
         except pymysql.Error as exc:
-            code = exc.args[0] if exc.args else None
+            code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else None
             if error is SourceError and code in TRANSIENT_CODES:
                 error = TransientSourceError
             raise error(
