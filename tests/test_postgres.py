@@ -585,7 +585,11 @@ def test_target_name_is_a_name_never_a_connection_string(
     before = _tables_and_keep(victim)
     elsewhere = h.Listener()
     try:
-        for name in (f"dbname={victim} host=127.0.0.1 port={elsewhere.port}", f"dbname={victim}"):
+        for name in (
+            f"dbname={victim} host=127.0.0.1 port={elsewhere.port}",
+            f"x host=127.0.0.1 port={elsewhere.port}",
+            f"dbname={victim}",
+        ):
             dbs.append(name)
             target = connector_from_url(PG_URL.format(quote(name, safe="")))
             assert target.database == name
