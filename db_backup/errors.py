@@ -8,7 +8,8 @@ and its message names the object and the cause on one line::
     │   └── FleetError         a fleet file that cannot be applied (every problem listed)
     ├── SourceError            the database cannot be read
     │   ├── ToolFailed         pg_dump / mariadb-dump / ... exited non-zero
-    │   └── TransientSourceError  the connection dropped mid-dump (retried)
+    │   │   └── TransientToolFailed   ... because the server was unreachable or restarting
+    │   └── TransientSourceError  server unreachable or restarting: a retry may succeed
     ├── TargetError            the restore target cannot be written, or holds data
     ├── StorageError           the store cannot be read or written
     │   ├── ObjectNotFound     a key that is not in the store
@@ -65,9 +66,16 @@ class ToolFailed(SourceError):
 
 
 class TransientSourceError(SourceError):
-    """The connection dropped mid-dump; a retry may succeed."""
+    """The server refused or dropped the connection (down, restarting, full): retry later.
+
+    Bad passwords, unknown databases and missing privileges are plain SourceErrors.
+    """
 
     transient = True
+
+
+class TransientToolFailed(ToolFailed, TransientSourceError):
+    """A tool failed because its server was unreachable or restarting; a retry may succeed."""
 
 
 class TargetError(BackupError):

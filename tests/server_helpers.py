@@ -375,3 +375,69 @@ def my_snapshot(name: str) -> dict[str, Any]:
             }
     finally:
         conn.close()
+
+
+class Listener:
+    """A TCP listener on a free 127.0.0.1 port that counts the connections it accepts
+    (and closes them at once): proves that nothing was sent to "another server"."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self._sock = socket.socket()
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(16)
+        self.port = int(self._sock.getsockname()[1])
+        self.accepted = 0
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            conn.close()
+
+    def close(self) -> None:
+        self._sock.close()
+
+
+def pg_cluster_init(base: Path, auth: str = "trust") -> dict[str, str]:
+    """initdb a throwaway PostgreSQL cluster under ``base`` (as user postgres), not started.
+
+    Returns its port, data directory and pg_ctl; start/stop with :func:`pg_cluster_ctl`.
+    """
+    import os
+    import shutil
+    import subprocess
+
+    initdb = next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))))
+    os.chmod(base, 0o755)
+    shutil.chown(base, "postgres")
+    subprocess.run(
+        ["runuser", "-u", "postgres", "--", str(initdb), "-D", str(base / "data"), "-A", auth]
+        + ["-U", "postgres"],
+        check=True,
+        capture_output=True,
+    )
+    return {
+        "port": str(closed_port()),
+        "data": str(base / "data"),
+        "base": str(base),
+        "pg_ctl": str(initdb.parent / "pg_ctl"),
+    }
+
+
+def pg_cluster_ctl(cluster: dict[str, str], action: str) -> None:
+    """``pg_ctl start`` (waits until it accepts connections) or ``stop`` (immediate)."""
+    import subprocess
+
+    argv = ["runuser", "-u", "postgres", "--", cluster["pg_ctl"], "-D", cluster["data"], "-w"]
+    if action == "start":
+        argv += ["-l", f"{cluster['base']}/log", "-o"]
+        argv += [f"-c listen_addresses=127.0.0.1 -p {cluster['port']} -k {cluster['base']}"]
+    else:
+        argv += ["-m", "immediate"]
+    subprocess.run([*argv, action], check=action == "start", capture_output=True)

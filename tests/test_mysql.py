@@ -4,16 +4,28 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
 from db_backup.connectors import connector_from_url
 from db_backup.connectors.mysql.logical import MySQLConnector
-from db_backup.errors import ConfigError, SourceError, TargetError, ToolFailed
+from db_backup.errors import (
+    ConfigError,
+    IntegrityError,
+    SourceError,
+    TargetError,
+    ToolFailed,
+    is_transient,
+)
 from tests import server_helpers as h
 from tests.conftest import CliRunner, need_service
 
@@ -252,6 +264,7 @@ def test_wrong_password_fails_cleanly(
             tmp_path / "stage",
         )
     assert "\n" not in str(info.value) and password not in str(info.value)
+    assert not is_transient(info.value)  # 1045: a retry cannot help
     assert h.manifests(tmp_path / "store") == []
 
 
@@ -261,8 +274,16 @@ def test_password_never_leaks(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """Not in child argv or environment, logs, manifests; the option file is removed."""
+    """Not in child argv or environment, logs, manifests; no option file on disk.
+
+    Also guards issue 12 item 11: the children's environment is allow-listed, so our
+    passphrase and cloud keys never reach mariadb-dump / mariadb, and the option file
+    is an in-memory /dev/fd/N.
+    """
     user, password, db = pw_user
+    others = {"DB_BACKUP_PASSPHRASE": h.unique("phrase"), "AWS_SECRET_ACCESS_KEY": h.unique("aws")}
+    for key, value in others.items():
+        monkeypatch.setenv(key, value)
     seen: list[str] = []
     option_files: list[str] = []
 
@@ -292,7 +313,8 @@ def test_password_never_leaks(
     )
     assert seen and any("mariadb-dump" in s for s in seen)
     assert all(password not in s for s in seen)
-    assert option_files and not any(Path(p).exists() for p in option_files)
+    assert not [v for v in others.values() if any(v in s for s in seen)]
+    assert option_files and all(p.startswith("/dev/fd/") for p in option_files)
     assert password not in manifest.to_json().decode()
     assert password not in repr(conn) and password not in caplog.text
     h.restore(
@@ -388,3 +410,145 @@ def test_cli_backup_restore_and_errors(
     )
     assert out.returncode == 3 and "--allow-shrink" in out.stderr
     assert len(h.manifests(Path(store))) == 1
+
+
+# -- issue 12: input that escapes, secrets, honest failures ------------------------------
+def test_option_injection_through_the_url_is_refused(
+    my_up: None, dbs: list[str], cli: CliRunner, tmp_path: Path
+) -> None:
+    """Guards issue 12 item 9: a URL option value with a newline added an
+    ``init-command`` line to the option file and the server ran it. The URL is now
+    refused (exit 2) and the statement never runs."""
+    pwned = h.unique("adv_pwned")
+    dbs.append(pwned)
+    source = h.unique("t_my_inj")
+    dbs.append(source)
+    h.my_create(source)
+    h.my_exec(source, "CREATE TABLE t (id INT PRIMARY KEY)", "INSERT INTO t VALUES (1)")
+    injected = quote(f"0\ninit-command=CREATE DATABASE {pwned}", safe="")
+    url = f"mysql://root@127.0.0.1:3306/{source}?ssl-verify-server-cert={injected}"
+    out = cli("backup", "--type", "mysql", "--url", url, "--storage", str(tmp_path / "store"))
+    assert out.returncode == 2 and "ssl-verify-server-cert" in out.stderr, out.stderr
+    assert h.manifests(tmp_path / "store") == []
+    # the mariadb client (restore) honours init-command: the same URL as a target
+    manifest = h.backup(conn_for(source), tmp_path / "store", "inj", tmp_path / "stage")
+    target = h.unique("t_my_inj_r")
+    dbs.append(target)
+    with pytest.raises(ConfigError, match="ssl-verify-server-cert"):
+        h.restore(
+            connector_from_url(url.replace(source, target, 1)),
+            tmp_path / "store",
+            manifest,
+            tmp_path / "r",
+        )
+    assert not h.my_exists(pwned) and not h.my_exists(target)
+
+
+def test_odd_user_name_and_password_round_trip(
+    dbs: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Guards issue 12 item 9: the option file quotes and escapes the user name and the
+    password, so legal but odd ones (quotes, backslash, '#', '=', spaces) log in as
+    themselves, back up and restore."""
+    tag = h.unique("u")[-6:]
+    user = f"o'd \"u\\s#{tag}"
+    password = f"p\"a\\ss #w'rd = {tag} "
+    db = h.unique("t_my_odd")
+    dbs.extend([db, db + "_r"])
+    h.my_create(db)
+    h.my_exec(db, "CREATE TABLE t (id INT PRIMARY KEY, v TEXT)", "INSERT INTO t VALUES (1, 'x')")
+    conn = h.my_connect()
+    try:
+        with conn.cursor() as cur:
+            cur.execute("CREATE USER %s@'127.0.0.1' IDENTIFIED BY %s", (user, password))
+            for name in (db, db + "_r"):
+                cur.execute(f"GRANT ALL ON `{name}`.* TO %s@'127.0.0.1'", (user,))
+        monkeypatch.setenv("DB_BACKUP_MYSQL_PASSWORD", password)
+        url = "mysql://" + quote(user, safe="") + "@127.0.0.1:3306/{}"
+        source = connector_from_url(url.format(db))
+        assert isinstance(source, MySQLConnector) and source.user == user
+        manifest = h.backup(source, tmp_path / "store", "odd", tmp_path / "stage")
+        h.restore(
+            connector_from_url(url.format(db + "_r")), tmp_path / "store", manifest, tmp_path / "r"
+        )
+        assert h.my_snapshot(db + "_r")["data"] == h.my_snapshot(db)["data"]
+    finally:
+        with conn.cursor() as cur:
+            cur.execute("DROP USER IF EXISTS %s@'127.0.0.1'", (user,))
+        conn.close()
+
+
+KILLED_RUN = """
+import sys, time
+from pathlib import Path
+sys.path.insert(0, {root!r})
+from db_backup.connectors import connector_from_url
+from tests import server_helpers as h
+
+def hold(_n):
+    print("dumping", flush=True)
+    time.sleep(600)
+
+h.backup(connector_from_url({url!r}), Path({store!r}), "killed", Path({stage!r}), progress=hold)
+"""
+
+
+def test_killed_run_leaves_no_password_file(pw_user: tuple[str, str, str], tmp_path: Path) -> None:
+    """Guards issue 12 item 11: a run killed while mariadb-dump ran left its option file,
+    password inside, in the temp directory. Now no file holding the password exists on
+    disk at any time, so nothing is left to clean up after a kill."""
+    user, password, db = pw_user
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    script = KILLED_RUN.format(
+        root=str(Path(__file__).resolve().parents[1]),
+        url=f"mysql://{user}@127.0.0.1:3306/{db}",
+        store=str(tmp_path / "store"),
+        stage=str(tmp_path / "stage"),
+    )
+    env = {**os.environ, "TMPDIR": str(tmp), "DB_BACKUP_MYSQL_PASSWORD": password}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(script)],
+        stdout=subprocess.PIPE,
+        env=env,
+        start_new_session=True,
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == b"dumping\n"
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    leftovers = [p for p in tmp.rglob("*") if p.is_file() and password.encode() in p.read_bytes()]
+    assert leftovers == []
+    assert h.manifests(tmp_path / "store") == []
+
+
+def test_connection_refused_is_transient_unknown_database_is_not(
+    my_up: None, tmp_path: Path
+) -> None:
+    """Guards issue 12 item 12: MariaDB 2003 (can't connect: a server restarting) is
+    transient, so the task's retries run; 1049 (unknown database) is not."""
+    cases = [
+        (f"mysql://root@127.0.0.1:{h.closed_port()}/x", True, "Can't connect"),
+        (MY_URL.format(h.unique("t_my_missing")), False, "Unknown database"),
+    ]
+    for url, transient, text in cases:
+        with pytest.raises(SourceError, match=text) as info:
+            h.backup(connector_from_url(url), tmp_path / "store", "t", tmp_path / "stage")
+        assert is_transient(info.value) is transient, url
+        assert info.value.exit_code == 3
+
+
+def test_failed_row_count_check_drops_the_database_the_restore_created(
+    rich: str, dbs: list[str], tmp_path: Path
+) -> None:
+    """Guards issue 12 item 15 (MariaDB side): a restore whose row counts do not match
+    the backup's drops the database it created, never one that was there before."""
+    store = tmp_path / "store"
+    manifest = h.backup(conn_for(rich), store, "shop", tmp_path / "stage")
+    manifest.tables["orders"] += 1
+    target = h.unique("t_my_count")
+    dbs.append(target)
+    with pytest.raises(IntegrityError, match="orders"):
+        h.restore(conn_for(target), store, manifest, tmp_path / "r")
+    assert not h.my_exists(target)

@@ -11,12 +11,20 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
 from db_backup.connectors import connector_from_url
 from db_backup.connectors.postgres.logical import PostgresConnector
-from db_backup.errors import ConfigError, SourceError, TargetError, ToolFailed
+from db_backup.errors import (
+    ConfigError,
+    IntegrityError,
+    SourceError,
+    TargetError,
+    ToolFailed,
+    is_transient,
+)
 from tests import server_helpers as h
 from tests.conftest import CliRunner, need_service
 
@@ -357,8 +365,20 @@ def test_password_never_leaks(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """Not in child argv or environment, logs, exceptions, manifests; passfile removed."""
+    """Not in child argv or environment, logs, exceptions, manifests; no passfile on disk.
+
+    Also guards issue 12 item 11: the children's environment is allow-listed, so our
+    passphrase and cloud keys never reach pg_dump / pg_restore (the old filter only
+    dropped names containing PASSWORD), and the passfile is an in-memory /dev/fd/N.
+    """
     password = pw_cluster["password"]
+    others = {
+        "DB_BACKUP_PASSPHRASE": h.unique("phrase"),
+        "AWS_SECRET_ACCESS_KEY": h.unique("aws"),
+        "AZURE_STORAGE_KEY": h.unique("azure"),
+    }
+    for key, value in others.items():
+        monkeypatch.setenv(key, value)
     url = f"postgresql://postgres@127.0.0.1:{pw_cluster['port']}/postgres"
     seen: list[str] = []
     passfiles: list[str] = []
@@ -394,7 +414,8 @@ def test_password_never_leaks(
     )
     assert seen and any("pg_dump" in s for s in seen)
     assert all(password not in s for s in seen)
-    assert passfiles and not any(Path(p).exists() for p in passfiles)
+    assert not [v for v in others.values() if any(v in s for s in seen)]
+    assert passfiles and all(p.startswith("/dev/fd/") for p in passfiles)
     assert password not in manifest.to_json().decode()
     assert password not in repr(conn) and password not in conn.describe()
     assert password not in caplog.text
@@ -535,3 +556,163 @@ def test_cli_backup_restore_and_errors(
     )
     assert out.returncode == 2 and "hunter2" not in out.stderr + out.stdout
     assert len(h.manifests(Path(store))) == 1
+
+
+# -- issue 12: input that escapes, honest failures ------------------------------------
+def _tables_and_keep(name: str) -> tuple[dict[str, int], list[tuple[int, ...]]]:
+    """Row counts of every table of ``name`` and the rows of its table ``keep``."""
+    with h.pg_connect(name) as c:
+        rows = [tuple(r) for r in c.execute("SELECT v FROM keep ORDER BY v").fetchall()]
+    return conn_for(name).row_counts(), rows
+
+
+def test_target_name_is_a_name_never_a_connection_string(
+    rich: str, dbs: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Guards issue 12 item 8: a target database named ``dbname=V host=H port=P`` made
+    pg_restore connect to another server (with a passfile matching any host), and one
+    named ``dbname=V`` restored into V past the "target holds data" guard. Such names are
+    legal PostgreSQL names: the restore must create and fill exactly that literal
+    database, connect nowhere else, and leave V as it was."""
+    monkeypatch.setenv("DB_BACKUP_PG_PASSWORD", "never-sent-elsewhere")
+    store = tmp_path / "store"
+    manifest = h.backup(conn_for(rich), store, "shop", tmp_path / "stage")
+    victim = h.unique("t_pg_victim")
+    dbs.append(victim)
+    h.pg_create(victim)
+    with h.pg_connect(victim) as c:
+        c.execute("CREATE TABLE keep (v int); INSERT INTO keep VALUES (42)")
+    before = _tables_and_keep(victim)
+    elsewhere = h.Listener()
+    try:
+        for name in (
+            f"dbname={victim} host=127.0.0.1 port={elsewhere.port}",
+            f"x host=127.0.0.1 port={elsewhere.port}",
+            f"dbname={victim}",
+        ):
+            dbs.append(name)
+            target = connector_from_url(PG_URL.format(quote(name, safe="")))
+            assert target.database == name
+            h.restore(target, store, manifest, tmp_path / "r")
+            assert h.pg_snapshot(name)["data"] == h.pg_snapshot(rich)["data"]
+            with pytest.raises(TargetError, match="already holds"):
+                h.restore(target, store, manifest, tmp_path / "r")
+    finally:
+        elsewhere.close()
+    assert elsewhere.accepted == 0
+    assert _tables_and_keep(victim) == before
+
+
+def test_connection_failures_are_transient_bad_input_is_not(pg_up: None, tmp_path: Path) -> None:
+    """Guards issue 12 item 12: "connection refused" (a server restarting at 02:30) was a
+    permanent failure, so the task's retries never ran. A closed port is now transient;
+    an unknown database or role stays permanent."""
+    cases = [
+        (f"postgresql://root@127.0.0.1:{h.closed_port()}/postgres", True, "Connection refused"),
+        (PG_URL.format(h.unique("t_pg_missing")), False, "does not exist"),
+        (f"postgresql://{h.unique('nobody')}@127.0.0.1:5432/postgres", False, "does not exist"),
+    ]
+    for url, transient, text in cases:
+        with pytest.raises(SourceError, match=text) as info:
+            h.backup(connector_from_url(url), tmp_path / "store", "t", tmp_path / "stage")
+        assert is_transient(info.value) is transient, url
+        assert info.value.exit_code == 3
+    assert h.manifests(tmp_path / "store") == []
+
+
+def test_backup_retries_until_a_restarting_server_accepts_connections(
+    prefect_api: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Guards issue 12 item 12 end to end: the backup flow's dump task meets a server
+    that is down (connection refused); the server is started only after that first
+    attempt failed, and the task's own retry (delays shortened here) completes the backup."""
+    if os.geteuid() != 0 or shutil.which("runuser") is None:
+        need_service(False, "initdb as root with runuser (throwaway cluster)")
+    from db_backup.catalog import list_backups
+    from db_backup.flows import backup as backup_flow
+    from db_backup.storage.local import LocalStorage
+    from db_backup.tasks.policy import retry_transient
+
+    base = Path(tempfile.mkdtemp(prefix="db-backup-pgretry-"))
+    cluster = h.pg_cluster_init(base)
+    failures: list[str] = []
+
+    def start_server_then_decide(task: object, task_run: object, state: object) -> bool:
+        failures.append(str(state.result(raise_on_failure=False)))  # type: ignore[attr-defined]
+        if len(failures) == 1:
+            h.pg_cluster_ctl(cluster, "start")
+            with h.pg_connect("postgres", port=int(cluster["port"]), user="postgres") as c:
+                c.execute("CREATE TABLE t AS SELECT g FROM generate_series(1, 5) g")
+        return retry_transient(task, task_run, state)
+
+    dump = backup_flow.dump_database.with_options(
+        retry_delay_seconds=0.2, retry_jitter_factor=0, retry_condition_fn=start_server_then_decide
+    )
+    monkeypatch.setattr(backup_flow, "dump_database", dump)
+    store = tmp_path / "store"
+    try:
+        backup_id = backup_flow.backup_database(
+            database=f"postgresql://postgres@127.0.0.1:{cluster['port']}/postgres",
+            storage=str(store),
+            name="restarted",
+        )
+    finally:
+        h.pg_cluster_ctl(cluster, "stop")
+        shutil.rmtree(base, ignore_errors=True)
+    assert len(failures) == 1 and "Connection refused" in failures[0]
+    [manifest] = list_backups(LocalStorage(store), "restarted")
+    assert manifest.backup_id == backup_id and manifest.tables == {"public.t": 5}
+
+
+def test_missing_select_privilege_is_reported_as_permission_denied(
+    dbs: list[str], tmp_path: Path
+) -> None:
+    """Guards issue 12 item 15: a user lacking SELECT on one table got "could not import
+    the requested snapshot"; the error now names the table and the missing privilege
+    (exit 3), and no manifest is written."""
+    name, role = h.unique("t_pg_priv"), h.unique("t_reader")
+    dbs.append(name)
+    h.pg_create(name)
+    with h.pg_connect(name) as c:
+        c.execute(
+            "CREATE TABLE open_t AS SELECT g FROM generate_series(1, 50) g;"
+            "CREATE TABLE secret_t AS SELECT g FROM generate_series(1, 50) g;"
+            f'CREATE ROLE "{role}" LOGIN; GRANT SELECT ON open_t TO "{role}"'
+        )
+    try:
+        url = f"postgresql://{role}@127.0.0.1:5432/{name}"
+        with pytest.raises(SourceError, match=r"permission denied for table public\.secret_t"):
+            h.backup(connector_from_url(url), tmp_path / "store", "priv", tmp_path / "stage")
+        assert h.manifests(tmp_path / "store") == []
+    finally:
+        with h.pg_connect(name) as c:
+            c.execute(f'DROP OWNED BY "{role}"; DROP ROLE "{role}"')
+
+
+def test_failed_row_count_check_drops_only_the_database_the_restore_created(
+    rich: str, dbs: list[str], tmp_path: Path
+) -> None:
+    """Guards issue 12 item 15: when the restored row counts do not match the backup's,
+    the database the restore created is dropped (as the docs say; it was left behind),
+    and a --force restore over an existing database leaves that database as it was."""
+    store = tmp_path / "store"
+    manifest = h.backup(conn_for(rich), store, "shop", tmp_path / "stage")
+    manifest.tables["public.orders"] += 1  # counts the restored data cannot match
+    target = h.unique("t_pg_count")
+    dbs.append(target)
+    with pytest.raises(IntegrityError, match="public.orders"):
+        h.restore(conn_for(target), store, manifest, tmp_path / "r")
+    assert not h.pg_exists(target)
+    other = h.unique("t_pg_keep")
+    dbs.append(other)
+    h.pg_create(other)
+    with h.pg_connect(other) as c:
+        c.execute("CREATE TABLE keep (v int); INSERT INTO keep VALUES (7)")
+    before = _tables_and_keep(other)
+    with pytest.raises(IntegrityError, match="public.orders"):
+        h.restore(conn_for(other), store, manifest, tmp_path / "r", force=True)
+    assert _tables_and_keep(other) == before
+    with h.pg_connect("postgres") as c:
+        assert not c.execute(
+            "SELECT datname FROM pg_database WHERE datname LIKE %s", (other[:40] + "_dbb_%",)
+        ).fetchall()

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import io
+import os
+import stat
+from pathlib import Path
 
 import pytest
 
@@ -69,7 +72,7 @@ def test_password_comes_from_env_and_never_shows(monkeypatch: pytest.MonkeyPatch
     assert isinstance(c, PostgresConnector)
     assert c._password.reveal() == "ours-wins"
     assert "ours-wins" not in repr(c) + str(c._password) + repr(c._password)
-    env = _proc.child_env(("PG",))
+    env = _proc.child_env()
     assert "ours-wins" not in "".join(env.values()) and "from-libpq-env" not in "".join(
         env.values()
     )
@@ -253,3 +256,140 @@ def test_blocks_build_connectors_with_their_secret() -> None:
     my = MySQLDatabase(database="shop", ssl_ca="/ca.pem")
     m = my.connector()
     assert m.database == "shop" and m.ssl == {"ssl-ca": "/ca.pem"} and not m._password
+
+
+# -- issue 12, items 8, 9, 11, 12 ----------------------------------------------------
+
+
+def test_pg_passfile_is_scoped_to_one_host_port_database_and_user() -> None:
+    """Guards issue 12 item 8: the passfile used to say ``*:*:*:*:pw``, so a database name
+    that smuggled ``host=...`` into pg_restore's connection string got the password sent
+    to another server. Now it names this host, port, database and user (':' and '\\'
+    escaped), lives in memory (/dev/fd/N) and is readable by us only."""
+    c = PostgresConnector(
+        host="127.0.0.1",
+        port=5432,
+        user="ro:ot",
+        database="dbname=x host=127.0.0.1 port=5545",
+        password="p:w\\d",
+    )
+    with c._tool_env() as env:
+        path = env["PGPASSFILE"]
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+        line = Path(path).read_text()
+    assert line == "127.0.0.1:5432:dbname=x host=127.0.0.1 port=5545:ro\\:ot:p\\:w\\\\d\n"
+    assert mode == 0o600
+    assert env["PGDATABASE"] == "dbname=x host=127.0.0.1 port=5545"
+
+
+@pytest.mark.parametrize("name", ["shop\nx", "a\x00b", "tab\there", "x" * 64, "é" * 32, ""])
+def test_pg_database_names_with_control_characters_or_too_long_are_refused(name: str) -> None:
+    """Guards issue 12 item 8: names PostgreSQL cannot hold literally (control characters,
+    more than 63 bytes, which the server silently truncates) are refused up front."""
+    with pytest.raises(ConfigError, match="PostgreSQL database name"):
+        PostgresConnector(database=name)
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "ssl-verify-server-cert=0%0Ainit-command%3DCREATE%20DATABASE%20adv_pwned",
+        "ssl-ca=/ca.pem%0Ainit-command%3DDROP%20DATABASE%20x",
+        "ssl=maybe",
+        "connect_timeout=5%0Ax",
+        "init-command=SELECT%201",
+    ],
+)
+def test_mysql_url_options_are_validated(query: str) -> None:
+    """Guards issue 12 item 9: URL option values went into the option file unescaped, so
+    a newline added ``init-command=...`` and ran it. Only known options with valid values
+    are accepted."""
+    with pytest.raises(ConfigError, match="MySQL URL option"):
+        connector_from_url(f"mysql://root@127.0.0.1/db?{query}")
+
+
+def test_mysql_option_file_quotes_every_value() -> None:
+    """Guards issue 12 item 9: user name, password and options are double-quoted and
+    escaped in the option file, so none of them can add a line."""
+    from db_backup.connectors.mysql.logical import option_value
+
+    c = connector_from_url("mysql://we%22ird%0Auser%5C@127.0.0.1/db?ssl-verify-server-cert=no")
+    assert isinstance(c, MySQLConnector)
+    assert c.user == 'we"ird\nuser\\' and c.ssl == {"ssl-verify-server-cert": "0"}
+    c._password = _proc.Secret("pw\ninit-command=x")
+    with c._defaults_file() as argv:
+        text = Path(argv[0].split("=", 1)[1]).read_text()
+    lines = text.splitlines()
+    assert lines[0] == "[client]" and all(ln.split("=", 1)[1].startswith('"') for ln in lines[1:])
+    assert 'user="we\\"ird\\nuser\\\\"' in lines
+    assert 'password="pw\\ninit-command=x"' in lines
+    assert not any(ln.startswith("init-command") for ln in lines)
+    assert option_value('a"b\\c\td') == '"a\\"b\\\\c\\td"'
+
+
+def test_child_environment_is_allow_listed(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Guards issue 12 item 11: children (even ``pg_dump --version``) got our whole
+    environment minus names containing PASSWORD, so the passphrase and cloud keys
+    reached every tool. Now only an allow-list passes."""
+    secrets = {
+        "DB_BACKUP_PASSPHRASE": "passphrase-42",
+        "AWS_SECRET_ACCESS_KEY": "aws-secret-42",
+        "AZURE_STORAGE_CONNECTION_STRING": "AccountKey=azure-42",
+        "PGPASSWORD": "pg-42",
+        "MYSQL_PWD": "my-42",
+        "GITHUB_TOKEN": "gh-42",
+    }
+    for key, value in secrets.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("LC_ALL", "C.UTF-8")
+    env = _proc.child_env(PGHOST="h")
+    assert env["PGHOST"] == "h" and env["LC_ALL"] == "C.UTF-8" and "PATH" in env
+    assert not set(secrets) & set(env)
+    # a tool's --version sees the same allow-listed environment
+    seen = tmp_path / "env.txt"
+    tool = tmp_path / "fake_dump"
+    tool.write_text(f"#!/bin/sh\nenv > {seen}\necho 'fake_dump (PostgreSQL) 15.4'\n")
+    tool.chmod(0o755)
+    assert _proc.tool_version(str(tool)) == "15.4"
+    dumped = seen.read_text()
+    assert not [v for v in secrets.values() if v in dumped]
+
+
+def test_transient_classification_of_engine_messages() -> None:
+    """Guards issue 12 item 12: a server that is down or restarting is worth a retry;
+    bad passwords, unknown databases and missing privileges are not."""
+    transient = [
+        'connection to server at "127.0.0.1", port 5999 failed: Connection refused',
+        "FATAL:  the database system is starting up",
+        "FATAL:  the database system is shutting down",
+        "server closed the connection unexpectedly",
+        "Got error: 2003: \"Can't connect to server on '127.0.0.1' (111)\" when trying to connect",
+        "ERROR 2002 (HY000): Can't connect to local server through socket '/x.sock' (2)",
+        "Lost connection to server during query",
+    ]
+    permanent = [
+        'FATAL:  password authentication failed for user "u"',
+        'FATAL:  database "nope" does not exist',
+        "ERROR:  permission denied for table secret",
+        "Got error: 1045: \"Access denied for user 'u'@'127.0.0.1'\" when trying to connect",
+        "Got error: 1049: \"Unknown database 'nope'\" when selecting the database",
+    ]
+    assert all(_proc.transient_text(m) for m in transient)
+    assert not any(_proc.transient_text(m) for m in permanent)
+
+
+def test_secret_path_leaves_nothing_on_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Guards issue 12 item 11: the password file is an in-memory /dev/fd/N that never
+    appears in the temp directory (a killed run cannot leave it behind)."""
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    with _proc.secret_path("top-secret\n") as path:
+        assert path.startswith("/dev/fd/") and Path(path).read_text() == "top-secret\n"
+        assert list(tmp_path.iterdir()) == []
+        assert _proc.inherited_fds(["x", f"--defaults-extra-file={path}"], {}) == (
+            int(path.rsplit("/", 1)[1]),
+        )

@@ -4,9 +4,15 @@ Promises kept here for every server connector:
 
 * every child's exit code is checked; a non-zero exit raises ToolFailed naming
   the tool, the database and the first useful line of its stderr;
-* secrets never reach a child's argv: they travel in a 0600 file that is
-  removed when the block ends (see :func:`secret_file`), or in the child's
-  environment;
+* secrets never reach a child's argv or environment: they travel in an
+  anonymous 0600 memory file the child opens as ``/dev/fd/N`` (see
+  :func:`secret_path`), which vanishes with the last process holding it, so a
+  killed run leaves no password on disk;
+* children get an allow-listed environment (:func:`child_env`): PATH, HOME,
+  locale, time zone, temp dir and the settings we set, never our secrets
+  (passphrases, cloud keys, passwords);
+* a failure caused by an unreachable or restarting server is raised as a
+  transient error (:func:`transient_text`), so the task's retries handle it;
 * stdout is streamed in 1 MiB blocks, so memory does not grow with the dump.
 """
 
@@ -24,7 +30,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any, BinaryIO
 
-from db_backup.errors import SourceError, TargetError, ToolFailed
+from db_backup.errors import SourceError, TargetError, ToolFailed, TransientToolFailed
 from db_backup.pipeline import COPY_CHUNK
 
 _NOISE = re.compile(r"^(pg_dump|pg_restore|psql|mariadb-dump|mysqldump|mariadb|mysql): ")
@@ -50,16 +56,64 @@ class Secret:
     __str__ = __repr__
 
 
-SECRET_ENVS = ("DB_BACKUP_PG_PASSWORD", "DB_BACKUP_MYSQL_PASSWORD", "PGPASSWORD", "MYSQL_PWD")
+CHILD_ENV_NAMES = (
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "LANG",
+    "LANGUAGE",
+    "TZ",
+    "TMPDIR",
+    "LD_LIBRARY_PATH",
+)
+CHILD_ENV_PREFIXES = ("LC_",)
 
 
-def child_env(drop_prefixes: tuple[str, ...]) -> dict[str, str]:
-    """Our environment for a child tool, without passwords and the engine's own settings."""
-    return {
+def child_env(**settings: str) -> dict[str, str]:
+    """An allow-listed environment for a child tool, plus ``settings``.
+
+    Only PATH, HOME, the user's name, locale, time zone, temp dir and library
+    path pass from ours: no passphrase, cloud key, password or engine setting
+    of the caller's shell reaches pg_dump, mariadb-dump and their kin.
+    """
+    env = {
         k: v
         for k, v in os.environ.items()
-        if k not in SECRET_ENVS and not k.startswith(drop_prefixes) and "PASSWORD" not in k
+        if k in CHILD_ENV_NAMES or k.startswith(CHILD_ENV_PREFIXES)
     }
+    env.update(settings)
+    return env
+
+
+# Failures a retry may cure: the server is down, restarting, or out of connection slots.
+# (Bad passwords, unknown databases and missing privileges never match.)
+_TRANSIENT = re.compile(
+    "|".join(
+        [
+            r"connection refused",
+            r"the database system is (?:starting up|shutting down|in recovery mode"
+            r"|not yet accepting connections)",
+            r"server closed the connection unexpectedly",
+            r"terminating connection due to administrator command",
+            r"connection to server was lost",
+            r"too many clients already",
+            r"timeout expired",
+            r"on socket .* no such file or directory",
+            r"can't connect to (?:local )?(?:mysql |mariadb )?server",
+            r"lost connection to (?:mysql |mariadb )?server",
+            r"server has gone away",
+            r"server shutdown in progress",
+            r"too many connections",
+        ]
+    ),
+    re.IGNORECASE,
+)
+
+
+def transient_text(message: str) -> bool:
+    """True when an engine's error text says the server was unreachable or restarting."""
+    return _TRANSIENT.search(message) is not None
 
 
 PIPE_SIZE = 1024 * 1024
@@ -90,7 +144,12 @@ def tool_version(path: str) -> str:
     """The version a tool prints with --version (e.g. '15.20'), or '' when unknown."""
     try:
         out = subprocess.run(
-            [path, "--version"], capture_output=True, text=True, timeout=30, check=False
+            [path, "--version"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+            env=child_env(),
         ).stdout
     except OSError:
         return ""
@@ -132,7 +191,52 @@ def secret_file(content: str, directory: Path | None = None) -> Iterator[Path]:
         path.unlink(missing_ok=True)
 
 
+_FD_PATH = re.compile(r"^/dev/fd/(\d+)$")
+
+
+@contextlib.contextmanager
+def secret_path(content: str) -> Iterator[str]:
+    """A path from which a child tool reads ``content`` (a password or option file).
+
+    On Linux an anonymous memory file (memfd, mode 0600) that the child opens as
+    ``/dev/fd/N``: nothing is ever written to disk, and it is gone with the last
+    process holding it, even when the run is killed. The run helpers here pass
+    it on to the child (:func:`inherited_fds`). Elsewhere: a 0600 file in a
+    private 0700 directory, removed when the block ends.
+    """
+    memfd_create = getattr(os, "memfd_create", None)
+    if memfd_create is None or not Path("/dev/fd").is_dir():
+        with (
+            tempfile.TemporaryDirectory(prefix="db-backup-") as private,
+            secret_file(content, Path(private)) as path,
+        ):
+            yield str(path)
+        return
+    fd = memfd_create("db-backup-secret", getattr(os, "MFD_CLOEXEC", 1))
+    try:
+        os.fchmod(fd, 0o600)
+        data = content.encode()
+        while data:
+            data = data[os.write(fd, data) :]
+        yield f"/dev/fd/{fd}"
+    finally:
+        os.close(fd)
+
+
+def inherited_fds(argv: Sequence[str], env: dict[str, str]) -> tuple[int, ...]:
+    """The descriptors behind ``/dev/fd/N`` paths in ``argv`` and ``env`` (for pass_fds)."""
+    fds: list[int] = []
+    for item in [*argv, *env.values()]:
+        value = item.split("=", 1)[1] if item.startswith("--") and "=" in item else item
+        match = _FD_PATH.match(value)
+        if match:
+            fds.append(int(match.group(1)))
+    return tuple(sorted(set(fds)))
+
+
 def _fail(kind: type[Exception], tool: str, what: str, code: int, stderr: str) -> Exception:
+    if kind is ToolFailed and transient_text(stderr):
+        kind = TransientToolFailed
     return kind(f"{tool} failed for {what} (exit {code}): {first_error_line(stderr)}")
 
 
@@ -146,7 +250,14 @@ def run_capture(
     """Run a tool to completion and return its stdout; raise ``error`` on a non-zero exit."""
     tool = Path(argv[0]).name
     try:
-        proc = subprocess.run(argv, capture_output=True, env=env, stdin=stdin, check=False)
+        proc = subprocess.run(
+            argv,
+            capture_output=True,
+            env=env,
+            stdin=stdin,
+            check=False,
+            pass_fds=inherited_fds(argv, env),
+        )
     except OSError as exc:
         raise error(f"{tool} cannot be started for {what}: {exc.strerror}") from exc
     stderr = proc.stderr.decode(errors="replace")
@@ -164,7 +275,13 @@ def stream_out(argv: list[str], env: dict[str, str], what: str, out: IO[bytes]) 
     tool = Path(argv[0]).name
     with tempfile.TemporaryFile() as err:
         try:
-            proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=err, env=env)
+            proc = subprocess.Popen(
+                argv,
+                stdout=subprocess.PIPE,
+                stderr=err,
+                env=env,
+                pass_fds=inherited_fds(argv, env),
+            )
         except OSError as exc:
             raise ToolFailed(f"{tool} cannot be started for {what}: {exc.strerror}") from exc
         widen_pipe(proc.stdout)
@@ -199,7 +316,14 @@ def stream_in(
     with tempfile.TemporaryFile() as err, tempfile.TemporaryFile() as outfile:
         stdout: IO[bytes] | int = outfile if capture else subprocess.DEVNULL
         try:
-            proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=stdout, stderr=err, env=env)
+            proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.PIPE,
+                stdout=stdout,
+                stderr=err,
+                env=env,
+                pass_fds=inherited_fds(argv, env),
+            )
         except OSError as exc:
             raise TargetError(f"{tool} cannot be started for {what}: {exc.strerror}") from exc
         _feed(proc, source)

@@ -21,8 +21,10 @@ can leave it partly restored: restore into a new name when in doubt.
 Selective restore filters the stream (:mod:`db_backup.connectors.mysql.filter`).
 
 Passwords: the block's, else ``$DB_BACKUP_MYSQL_PASSWORD``, else
-``$MYSQL_PWD``. Tools get them in a 0600 ``--defaults-extra-file`` removed
-afterwards; never argv, never a URL.
+``$MYSQL_PWD``. Tools get them in a 0600 in-memory ``--defaults-extra-file``
+(``/dev/fd/N``, gone with the last process holding it); never argv, never a
+URL. Every value in that option file is double-quoted and escaped, and URL
+options are an allow-list with a validator each, so no value can add a line.
 """
 
 from __future__ import annotations
@@ -40,13 +42,28 @@ from db_backup.connectors import _proc
 from db_backup.connectors._proc import Secret
 from db_backup.connectors.base import DumpResult, RestoreRequest, RestoreResult, RestoreSource
 from db_backup.connectors.mysql.filter import filtered_stream
-from db_backup.errors import ConfigError, IntegrityError, SourceError, TargetError, ToolFailed
+from db_backup.errors import (
+    ConfigError,
+    IntegrityError,
+    SourceError,
+    TargetError,
+    ToolFailed,
+    TransientSourceError,
+    TransientToolFailed,
+)
 from db_backup.manifest import Manifest
 from db_backup.parsing import refuse_url_secrets
 from db_backup.pipeline import COPY_CHUNK, DumpSink
 
 PASSWORD_ENVS = ("DB_BACKUP_MYSQL_PASSWORD", "MYSQL_PWD")
 SSL_OPTIONS = ("ssl-ca", "ssl-cert", "ssl-key", "ssl-verify-server-cert", "ssl")
+PATH_OPTIONS = ("ssl-ca", "ssl-cert", "ssl-key")
+BOOL_OPTIONS = ("ssl-verify-server-cert", "ssl")
+TRUE_WORDS = ("1", "true", "on", "yes")
+FALSE_WORDS = ("0", "false", "off", "no")
+# Client errors a retry may cure: can't connect (socket / TCP), server gone, lost
+# connection, server shutting down, too many connections.
+TRANSIENT_CODES = frozenset({1040, 1053, 2002, 2003, 2006, 2013})
 DUMP_TOOLS = ["mariadb-dump", "mysqldump"]
 CLIENT_TOOLS = ["mariadb", "mysql"]
 DUMP_FLAGS = [
@@ -71,19 +88,43 @@ def from_url(url: str, **options: Any) -> MySQLConnector:
     database = unquote(parts.path.lstrip("/"))
     if not database:
         raise ConfigError(f"MySQL URL {url} names no database (mysql://host/DB)")
-    query = dict(parse_qsl(parts.query))
+    query = dict(parse_qsl(parts.query, keep_blank_values=True))
     unknown = set(query) - set(SSL_OPTIONS) - {"connect_timeout"}
     if unknown:
         raise ConfigError(f"unknown MySQL URL option(s) {', '.join(sorted(unknown))}")
+    timeout = query.get("connect_timeout", "10")
+    if not timeout.isdigit() or not 1 <= int(timeout) <= 3600:
+        raise ConfigError(f"MySQL URL option connect_timeout={timeout!r} must be 1 to 3600 seconds")
     return MySQLConnector(
         host=parts.hostname or "127.0.0.1",
         port=parts.port or 3306,
         user=unquote(parts.username) if parts.username else "root",
         database=database,
-        ssl={k: v for k, v in query.items() if k in SSL_OPTIONS},
-        connect_timeout=int(query.get("connect_timeout", 10)),
+        ssl={k: check_option(k, v) for k, v in query.items() if k in SSL_OPTIONS},
+        connect_timeout=int(timeout),
         **options,
     )
+
+
+def check_option(name: str, value: str) -> str:
+    """The value of a TLS option as it goes into the option file; ConfigError if invalid.
+
+    Paths (ssl-ca, ssl-cert, ssl-key) must be non-empty and free of control
+    characters; switches (ssl, ssl-verify-server-cert) are 1/0, true/false,
+    on/off or yes/no (empty means on), normalised to 1 or 0.
+    """
+    if name in PATH_OPTIONS:
+        if not value or _has_control(value):
+            raise ConfigError(
+                f"MySQL URL option {name} must be a file path without control characters"
+            )
+        return value
+    word = value.strip().lower()
+    if word in ("", *TRUE_WORDS):
+        return "1"
+    if word in FALSE_WORDS:
+        return "0"
+    raise ConfigError(f"MySQL URL option {name}={value!r} must be 1/0, true/false, on/off")
 
 
 class MySQLConnector:
@@ -103,11 +144,14 @@ class MySQLConnector:
         ssl: dict[str, str] | None = None,
         connect_timeout: int = 10,
     ) -> None:
+        for what, value in (("user name", user), ("host", host), ("database name", database)):
+            if "\0" in value:
+                raise ConfigError(f"MySQL {what} {value!r} contains a NUL character")
         self.host = host
         self.port = port
         self.user = user
         self.database = database
-        self.ssl = dict(ssl or {})
+        self.ssl = {k: check_option(k, v) for k, v in (ssl or {}).items()}
         self.connect_timeout = connect_timeout
         self._password = Secret(password or _proc.env_password(PASSWORD_ENVS))
 
@@ -142,6 +186,9 @@ class MySQLConnector:
                 ssl=ssl or None,
             )
         except pymysql.Error as exc:
+            code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else None
+            if error is SourceError and code in TRANSIENT_CODES:
+                error = TransientSourceError
             raise error(
                 f"cannot connect to MySQL database {db or '(server)'!r} at {self.host}:{self.port} "
                 f"as {self.user}: {_mysql_message(exc)}"
@@ -149,18 +196,24 @@ class MySQLConnector:
 
     @contextlib.contextmanager
     def _defaults_file(self) -> Iterator[list[str]]:
-        """argv prefix with a 0600 option file holding host, port, user, password and TLS."""
-        lines = ["[client]", f"host={self.host}", f"port={self.port}", f"user={self.user}"]
-        lines += ["protocol=tcp"] if self.host not in ("localhost", "") else []
+        """argv prefix with a 0600 in-memory option file: host, port, user, password, TLS.
+
+        Every value is double-quoted and escaped (:func:`option_value`), so a
+        user name, password or option can never start a line of its own.
+        """
+        settings = {"host": self.host, "port": str(self.port), "user": self.user}
+        if self.host not in ("localhost", ""):
+            settings["protocol"] = "tcp"
         secret = self._password.reveal()
         if secret is not None:
-            lines.append(f'password="{_option_escape(secret)}"')
-        lines += [f"{k}={v}" if v else k for k, v in self.ssl.items()]
-        with _proc.secret_file("\n".join(lines) + "\n") as path:
+            settings["password"] = secret
+        settings.update(self.ssl)
+        lines = ["[client]", *(f"{k}={option_value(v)}" for k, v in settings.items())]
+        with _proc.secret_path("\n".join(lines) + "\n") as path:
             yield [f"--defaults-extra-file={path}"]
 
     def _env(self) -> dict[str, str]:
-        return _proc.child_env(("MYSQL", "MARIADB"))
+        return _proc.child_env()
 
     def ping(self) -> None:
         """Raise SourceError unless the database accepts a connection and a query."""
@@ -248,12 +301,12 @@ class MySQLConnector:
                 stream = filtered_stream(raw, set(request.tables)) if request.tables else raw
                 argv = [client, *defaults, "--batch", "--binary-mode", "--", self.database]
                 _proc.stream_in(argv, self._env(), f"database {self.database!r}", stream)
+            self._check_counts(source.manifest, chosen)
         except BaseException:
-            if created:
+            if created:  # never a database that was there before
                 with contextlib.suppress(Exception):
                     self.drop()
             raise
-        self._check_counts(source.manifest, chosen)
         return RestoreResult(self.describe(), chosen)
 
     def _create_if_missing(self) -> bool:
@@ -374,7 +427,13 @@ def _stream_checked(
     tool = Path(argv[0]).name
     with tempfile.TemporaryFile() as err:
         try:
-            proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=err, env=env)
+            proc = subprocess.Popen(
+                argv,
+                stdout=subprocess.PIPE,
+                stderr=err,
+                env=env,
+                pass_fds=_proc.inherited_fds(argv, env),
+            )
         except OSError as exc:
             watcher.start()
             raise ToolFailed(f"{tool} cannot be started for {what}: {exc.strerror}") from exc
@@ -397,9 +456,8 @@ def _stream_checked(
         err.seek(0)
         stderr = err.read().decode(errors="replace")
     if code != 0:
-        raise ToolFailed(
-            f"{tool} failed for {what} (exit {code}): {_proc.first_error_line(stderr)}"
-        )
+        kind = TransientToolFailed if _proc.transient_text(stderr) else ToolFailed
+        raise kind(f"{tool} failed for {what} (exit {code}): {_proc.first_error_line(stderr)}")
     if DONE_MARK not in watcher.tail:
         raise ToolFailed(f"{tool} output for {what} is truncated (no 'Dump completed' line)")
 
@@ -466,9 +524,20 @@ def _mysql_message(exc: BaseException) -> str:
     return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
-def _option_escape(value: str) -> str:
-    # Option files strip the outer quotes and know \\ and \n escapes, nothing else.
-    return value.replace("\\", "\\\\").replace("\n", "\\n")
+_OPTION_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t", "\b": "\\b"}
+
+
+def option_value(value: str) -> str:
+    """``value`` as a MariaDB/MySQL option-file value: double-quoted, with ``\\``,
+    ``"``, newline, carriage return, tab and backspace escaped (the escapes the
+    option-file reader undoes), so it is read back exactly and stays on its line."""
+    if "\0" in value:
+        raise ConfigError("a MySQL option value contains a NUL character")
+    return '"' + "".join(_OPTION_ESCAPES.get(c, c) for c in value) + '"'
+
+
+def _has_control(value: str) -> bool:
+    return any(ord(c) < 32 or ord(c) == 127 for c in value)
 
 
 def _ident(name: str) -> str:

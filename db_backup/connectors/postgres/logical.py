@@ -13,7 +13,12 @@ archive is decoded to a file in staging (pg_restore -j needs a seekable file).
 
 Passwords: the block's, else ``$DB_BACKUP_PG_PASSWORD``, else ``$PGPASSWORD``
 (else libpq's ~/.pgpass). They reach pg_dump/pg_restore/psql only through a
-0600 passfile (PGPASSFILE) removed afterwards; never argv, never a URL.
+0600 in-memory passfile (PGPASSFILE=/dev/fd/N) whose one line names this
+host, port, database and user; never argv, never a URL.
+
+Database names are names, never connection strings: the tools get them as a
+quoted ``dbname='...'`` conninfo (or PGDATABASE), so ``dbname=x host=elsewhere``
+is the literal name of a database on this server.
 """
 
 from __future__ import annotations
@@ -32,7 +37,14 @@ from db_backup.connectors._proc import Secret
 from db_backup.connectors.base import DumpResult, RestoreRequest, RestoreResult, RestoreSource
 from db_backup.connectors.postgres import catalog
 from db_backup.connectors.postgres import toc as pg_toc
-from db_backup.errors import ConfigError, IntegrityError, SourceError, TargetError
+from db_backup.errors import (
+    ConfigError,
+    IntegrityError,
+    SourceError,
+    TargetError,
+    ToolFailed,
+    TransientSourceError,
+)
 from db_backup.manifest import Manifest
 from db_backup.parsing import refuse_url_secrets
 from db_backup.pipeline import DumpSink, copy_stream
@@ -46,6 +58,7 @@ SSL_PARAMS = {
 }
 MAINTENANCE_DB = "postgres"
 TOOL_APPNAME = "db-backup-tool"  # pg_dump / pg_restore sessions, told apart from ours
+MAX_NAME_BYTES = 63  # NAMEDATALEN - 1: PostgreSQL silently truncates longer names
 
 
 def from_url(url: str, **options: Any) -> PostgresConnector:
@@ -59,6 +72,9 @@ def from_url(url: str, **options: Any) -> PostgresConnector:
     unknown = set(query) - set(SSL_PARAMS) - {"globals", "connect_timeout"}
     if unknown:
         raise ConfigError(f"unknown PostgreSQL URL option(s) {', '.join(sorted(unknown))}")
+    timeout = query.get("connect_timeout", "10")
+    if not timeout.isdigit():
+        raise ConfigError(f"PostgreSQL URL option connect_timeout={timeout!r} is not a number")
     return PostgresConnector(
         host=parts.hostname or "127.0.0.1",
         port=parts.port or 5432,
@@ -66,9 +82,25 @@ def from_url(url: str, **options: Any) -> PostgresConnector:
         database=database,
         ssl={k: v for k, v in query.items() if k in SSL_PARAMS},
         include_globals=query.get("globals", "").lower() in ("1", "true", "yes"),
-        connect_timeout=int(query.get("connect_timeout", 10)),
+        connect_timeout=int(timeout),
         **options,
     )
+
+
+def check_database_name(name: str) -> str:
+    """``name`` if PostgreSQL can hold it literally; ConfigError otherwise.
+
+    '=' and spaces are legal and kept as they are; control characters and
+    names longer than 63 bytes (which the server would silently truncate,
+    so the backup would land in another database) are refused.
+    """
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        raise ConfigError(f"PostgreSQL database name {name!r} contains control characters")
+    if not name or len(name.encode()) > MAX_NAME_BYTES:
+        raise ConfigError(
+            f"PostgreSQL database name {name!r} must be 1 to {MAX_NAME_BYTES} bytes long"
+        )
+    return name
 
 
 class PostgresConnector:
@@ -92,7 +124,7 @@ class PostgresConnector:
         self.host = host
         self.port = port
         self.user = user or os.environ.get("USER") or "postgres"
-        self.database = database
+        self.database = check_database_name(database)
         self.ssl = dict(ssl or {})
         self.include_globals = include_globals
         self.connect_timeout = connect_timeout
@@ -126,6 +158,8 @@ class PostgresConnector:
             return psycopg.connect(autocommit=True, **kwargs)
         except psycopg.Error as exc:
             first = _first_line(exc)
+            if error is SourceError and _proc.transient_text(str(exc)):
+                error = TransientSourceError
             raise error(
                 f"cannot connect to PostgreSQL database {db!r} at {self.host}:{self.port} "
                 f"as {self.user}: {first}"
@@ -133,13 +167,15 @@ class PostgresConnector:
 
     @contextlib.contextmanager
     def _tool_env(self, dbname: str | None = None) -> Iterator[dict[str, str]]:
-        """Environment for a child tool: connection settings, password in a 0600 passfile."""
-        env = _proc.child_env(("PG",))
-        env.update(
+        """Allow-listed environment for a child tool: connection settings, and the
+        password in an in-memory 0600 passfile valid for this host, port, database
+        and user only."""
+        db = dbname or self.database
+        env = _proc.child_env(
             PGHOST=self.host,
             PGPORT=str(self.port),
             PGUSER=self.user,
-            PGDATABASE=dbname or self.database,
+            PGDATABASE=db,
             PGCONNECT_TIMEOUT=str(self.connect_timeout),
             PGAPPNAME=TOOL_APPNAME,
         )
@@ -148,9 +184,9 @@ class PostgresConnector:
         if secret is None:
             yield env
             return
-        line = f"*:*:*:*:{_pgpass_escape(secret)}\n"
-        with _proc.secret_file(line) as path:
-            env["PGPASSFILE"] = str(path)
+        fields = [self.host, str(self.port), db, self.user, secret]
+        with _proc.secret_path(":".join(_pgpass_escape(f) for f in fields) + "\n") as path:
+            env["PGPASSFILE"] = path
             yield env
 
     def ping(self) -> None:
@@ -172,11 +208,18 @@ class PostgresConnector:
             # One core for counting: parallel workers would take the core pg_dump needs.
             conn.execute("SET LOCAL max_parallel_workers_per_gather = 0")
             tables = catalog.list_tables(conn)
+            self._require_select(conn)
             objects = catalog.object_owners(conn)
             counter = _proc.RowCounter("pg-row-counts", conn, tables, catalog.count_rows)
             counter.start()
             try:
                 self._run_pg_dump(pg_dump, snapshot, sink)
+            except ToolFailed:
+                # A counting failure aborts the snapshot's transaction, and pg_dump then only
+                # says "could not import the requested snapshot": report the real cause.
+                counter.join()
+                counter.result()
+                raise
             finally:
                 counter.join()
             if self.include_globals:
@@ -195,6 +238,26 @@ class PostgresConnector:
             ),
             extra={"database": self.database, "pg_objects": objects, "format": "custom"},
         )
+
+    def _require_select(self, conn: Any) -> None:
+        """SourceError naming the first table or sequence the user may not read."""
+        row = conn.execute(
+            f"""
+            SELECT n.nspname || '.' || c.relname,
+                   CASE c.relkind WHEN 'S' THEN 'sequence' ELSE 'table' END
+              FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE c.relkind IN ('r', 'p', 'S') AND n.nspname NOT IN {catalog.SYSTEM_SCHEMAS}
+               AND n.nspname NOT LIKE 'pg\\_%'
+               AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = c.oid AND d.deptype = 'e')
+               AND NOT has_table_privilege(c.oid, 'SELECT')
+             ORDER BY 1 LIMIT 1
+            """
+        ).fetchone()
+        if row:
+            raise SourceError(
+                f"permission denied for {row[1]} {row[0]} in database {self.database!r}: "
+                f"user {self.user} needs SELECT on it to back the database up"
+            )
 
     def _run_pg_dump(self, pg_dump: str, snapshot: str, sink: DumpSink) -> None:
         argv = [pg_dump, "--format=custom", "--compress=0", f"--snapshot={snapshot}", "-w"]
@@ -249,11 +312,11 @@ class PostgresConnector:
         created = self._create_if_missing()
         try:
             chosen = self._pg_restore(source, request, tables, schemas)
+            self._check_counts(source.manifest, chosen)
         except BaseException:
-            if created:
+            if created:  # never a database that was there before
                 self._drop_quietly()
             raise
-        self._check_counts(source.manifest, chosen)
         return RestoreResult(self.describe(), chosen)
 
     def _restore_by_swap(self, source: RestoreSource, request: RestoreRequest) -> RestoreResult:
@@ -300,7 +363,7 @@ class PostgresConnector:
         tool = _proc.find_tool(["pg_restore"], "PostgreSQL")
         obj = source.part("database")
         staging = source.staged[obj.key].parent
-        argv = [tool, "-w", "--exit-on-error", f"--dbname={self.database}"]
+        argv = [tool, "-w", "--exit-on-error", f"--dbname={_conninfo_db(self.database)}"]
         if request.force:
             argv += ["--clean", "--if-exists"]
         if request.options.get("no_owner"):
@@ -355,7 +418,8 @@ class PostgresConnector:
             ) from None
         psql = _proc.find_tool(["psql"], "PostgreSQL")
         # Roles that already exist fail one statement each; the rest still applies.
-        argv = [psql, "-X", "-q", "-w", "-v", "ON_ERROR_STOP=0", f"--dbname={MAINTENANCE_DB}"]
+        argv = [psql, "-X", "-q", "-w", "-v", "ON_ERROR_STOP=0"]
+        argv.append(f"--dbname={_conninfo_db(MAINTENANCE_DB)}")
         with self._tool_env(MAINTENANCE_DB) as env, source.open(obj) as stream:
             _proc.stream_in(argv, env, "globals", stream)
 
@@ -483,6 +547,14 @@ def _decoded_file(source: RestoreSource, obj: Any, staging: Path) -> Iterator[Pa
 
 def _pgpass_escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace(":", "\\:")
+
+
+def _conninfo_db(name: str) -> str:
+    """``dbname='name'``: what --dbname must get so that libpq reads ``name`` as a
+    name, not as a connection string (a bare ``a=b c=d`` would be parsed as one)."""
+    from psycopg.conninfo import make_conninfo
+
+    return make_conninfo("", dbname=name)
 
 
 def _safe_file(name: str) -> str:
