@@ -9,9 +9,11 @@ import pytest
 
 from db_backup.chunks import gc as chunkgc
 from db_backup.chunks import index as cs
-from db_backup.errors import IntegrityError
+from db_backup.crypto import keys
+from db_backup.errors import EncryptionError, IntegrityError
 from db_backup.storage.local import LocalStorage
 from tests import chunk_trust_cases as cases
+from tests import test_encrypted_incremental as enc
 from tests.backup_helpers import verify_manifest_objects
 from tests.incremental_helpers import plain_backup
 from tests.sqlite_helpers import make_shop
@@ -20,6 +22,14 @@ from tests.sqlite_helpers import make_shop
 @pytest.fixture
 def shop(tmp_path: Path) -> Path:
     return make_shop(tmp_path / "shop.db", rows=8000)
+
+
+@pytest.fixture
+def passphrase(monkeypatch: pytest.MonkeyPatch) -> str:
+    """Cheap scrypt, and the passphrase in the environment (as test_encrypted_incremental)."""
+    monkeypatch.setattr(keys, "SCRYPT_PARAMS", {"n": 2**10, "r": 8, "p": 1})
+    monkeypatch.setenv(keys.PASSPHRASE_ENV, enc.PASSPHRASE)
+    return enc.PASSPHRASE
 
 
 @pytest.fixture
@@ -71,3 +81,27 @@ def test_gc_reports_bad_chunks_and_drops_the_record_of_a_deleted_one(
     report = chunkgc.collect_garbage(store)
     assert report.deleted_chunks >= 1
     assert cs.bad_chunks(store) == set()
+
+
+def test_an_encrypted_chunk_found_altered_is_sealed_again_by_the_next_backup(
+    prefect_api: str, passphrase: str, tmp_path: Path
+) -> None:
+    """Guards: encrypted incremental backups (chunks under _chunks/k-<key id>/) too: a chunk a
+    restore found altered is recorded, the next backup through the flow seals and uploads it
+    again, and that backup restores equal to the source."""
+    db = enc.make_db(tmp_path / "shop.db", "M", rows=10_000)
+    store = tmp_path / "store"
+    enc.backup(db, store)
+    chunk = sorted(enc.chunk_paths(store, encrypted=True))[0]
+    flipped = bytearray(chunk.read_bytes())
+    flipped[len(flipped) // 2] ^= 0x01
+    chunk.write_bytes(bytes(flipped))
+    with pytest.raises(EncryptionError):
+        enc.restore(store, tmp_path / "first.db")
+    recorded = cs.bad_chunks(LocalStorage(store))
+    assert [k.rsplit("/", 1)[1] for k in recorded] == [chunk.name]
+    second = enc.backup(db, store)
+    assert second.extra["chunks"]["refreshed"] == 1
+    enc.restore(store, tmp_path / "second.db")
+    assert cases.dump_rows(tmp_path / "second.db") == cases.dump_rows(db)
+    assert cs.bad_chunks(LocalStorage(store)) == set()
