@@ -20,7 +20,7 @@ from typing import Any
 import pymongo
 import pytest
 
-from db_backup.connectors.mongodb import MongoConnector
+from db_backup.connectors.mongodb.logical import MongoConnector
 from db_backup.pipeline import DumpSink, open_decoded
 from tests.conftest import need_service
 from tests.mongo_helpers import assert_same_collection, nx_executable, start_nx
