@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from db_backup import leftovers
 from db_backup.connectors import engine_of
 from db_backup.defaults import STAGING_ENV
 from db_backup.manifest import check_name
@@ -23,12 +24,17 @@ def staging_dir(prefix: str) -> Iterator[Path]:
     """A private staging directory, removed whatever happens.
 
     It lives under ``$DB_BACKUP_STAGING`` when set (put it on a disk with room
-    for the compressed dump), else the system temporary directory.
+    for the compressed dump), else the system temporary directory. Its name
+    carries this process's id and the time (``db-backup-<prefix>-<host>-<pid>-
+    <stamp>-<random>``, see :mod:`db_backup.leftovers`), so when a run is
+    killed the next one recognises the folder and removes it; stale ones are
+    swept here first.
     """
-    base = os.environ.get(STAGING_ENV) or None
-    if base:
-        Path(base).mkdir(parents=True, exist_ok=True)
-    path = Path(tempfile.mkdtemp(prefix=f"db-backup-{prefix}-", dir=base))
+    base = Path(os.environ.get(STAGING_ENV) or tempfile.gettempdir())
+    base.mkdir(parents=True, exist_ok=True)
+    leftovers.sweep_staging(base)
+    path = base / leftovers.staging_name(prefix)
+    path.mkdir(mode=0o700)
     try:
         yield path
     finally:

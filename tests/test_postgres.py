@@ -193,7 +193,7 @@ def test_restore_refuses_database_with_data_and_leaves_it_unchanged(
     assert h.pg_snapshot(other) == h.pg_snapshot(rich)
     with h.pg_connect("postgres") as c:
         assert not c.execute(
-            "SELECT datname FROM pg_database WHERE datname LIKE %s", (other[:40] + "_dbb_%",)
+            "SELECT datname FROM pg_database WHERE datname LIKE %s", (other[:28] + "_dbb_%",)
         ).fetchall()
 
 

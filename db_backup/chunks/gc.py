@@ -65,6 +65,7 @@ class GcReport:
     kept_young_chunks: int = 0
     kept_unknown_age: int = 0
     kept_locked_chunks: int = 0
+    bad_chunks: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, object]:
@@ -80,6 +81,7 @@ class GcPlan:
     marker: str
     start: datetime
     candidates: list[ObjectInfo]
+    bad: set[str] = field(default_factory=set)
 
 
 def _marker(storage: Storage, key: str, state: str, started: datetime) -> None:
@@ -142,6 +144,13 @@ def plan_garbage(
             f"it and no passphrase was given (set {keyfiles.PASSPHRASE_ENV} to collect them)"
         )
     candidates: list[ObjectInfo] = []
+    bad = cs.bad_chunks(storage)
+    report.bad_chunks = sorted(bad)
+    if bad:
+        report.problems.append(
+            f"{len(bad)} chunk(s) were found corrupted by a read (first: {min(bad)}): the next "
+            "backup that needs one uploads it again; older backups using them fail verify"
+        )
     for info in storage.list(cs.CHUNK_PREFIX):
         report.chunks += 1
         report.chunk_bytes += info.size
@@ -155,7 +164,7 @@ def plan_garbage(
             report.kept_young_chunks += 1
         else:
             candidates.append(info)
-    return GcPlan(report, marker, start, candidates)
+    return GcPlan(report, marker, start, candidates, bad)
 
 
 def _live_chunks(
@@ -248,6 +257,8 @@ def delete_garbage(
                     report.kept_young_chunks += 1
                     continue
             storage.delete(info.key)
+            if info.key in plan.bad:
+                storage.delete(cs.bad_record_key(info.key))
             report.deleted_chunks += 1
             report.deleted_bytes += info.size
     finally:

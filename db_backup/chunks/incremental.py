@@ -14,7 +14,7 @@ from pathlib import Path
 
 from db_backup.chunks.chunking import ChunkParams
 from db_backup.chunks.gc import check_concurrent_gc
-from db_backup.chunks.index import ChunkPolicy, StorageClock
+from db_backup.chunks.index import ChunkPolicy, StorageClock, chunk_key, require_good_chunks
 from db_backup.chunks.writer import ChunkedStagedObject, ChunkingSink
 from db_backup.crypto.stream import DataKey
 from db_backup.errors import ConfigError, IntegrityError
@@ -62,7 +62,8 @@ def finish_manifest(
     """The incremental manifest, after the safety checks that precede writing it.
 
     Refuses (IntegrityError, nothing written) when the backup ran longer than
-    the GC protocol covers, or when a concurrent GC removed one of its chunks.
+    the GC protocol covers, when a concurrent GC removed one of its chunks, or
+    when a read found one of its chunks corrupted while it ran.
     """
     policy = policy or ChunkPolicy()
     chunked = [o for o in staged if isinstance(o, ChunkedStagedObject)]
@@ -79,6 +80,8 @@ def finish_manifest(
     for key_id in sorted({o.key_id or "" for o in chunked}):
         digests = sorted({d for o in chunked if (o.key_id or "") == key_id for d in o.digests})
         check_concurrent_gc(storage, since, digests, key_id or None)
+    keys = {chunk_key(d, o.key_id) for o in chunked for d in o.digests}
+    require_good_chunks(storage, keys, f"backup {manifest.name}/{manifest.backup_id}")
     return _account(manifest, chunked)
 
 

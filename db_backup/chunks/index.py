@@ -9,6 +9,8 @@ Layout in any :class:`~db_backup.storage.base.Storage`::
                                 sealed with the data key when the backup is encrypted)
     <name>/<id>/manifest.json   written last; its object points to the index
     _gc/<run>.json              markers of garbage collections (see gc.py)
+    _bad/ab/abcdef...           a chunk found corrupted by a read (verify, restore,
+                                export, drill); mirrors the chunk's key under _chunks/
 
 A backup writes chunks first, the index next and the manifest last, so a
 manifest only ever points at data already stored. Every index is complete on
@@ -33,10 +35,19 @@ same plaintext under the same key still dedups, and chunks of different keys
 never meet. The index is sealed too. Reading checks every chunk's
 authentication tag and then its keyed id, so a chunk altered, swapped or
 replaced fails before anything uses it.
+
+**A chunk found bad is never reused** (docs/incremental.md): a read that finds
+a stored chunk altered (verify, restore, export, drill all read through
+:func:`db_backup.chunks.reader._fetch`) records it under ``_bad/``. Backups
+load those records when they start and upload such a chunk again instead of
+reusing it (which clears the record), and before writing a manifest a backup
+re-reads the records and refuses to commit when one of its chunks is still
+recorded bad.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import time
@@ -50,6 +61,7 @@ import zstandard
 from db_backup import defaults
 from db_backup.crypto.stream import ALGORITHM, DataKey, header_key_id
 from db_backup.errors import (
+    BackupError,
     EncryptionError,
     IntegrityError,
     ManifestError,
@@ -61,6 +73,7 @@ from db_backup.storage.base import ObjectInfo, Storage
 
 CHUNK_PREFIX = "_chunks/"
 GC_PREFIX = "_gc/"
+BAD_PREFIX = "_bad/"
 INDEX_SUFFIX = ".chunks"
 INDEX_FORMAT = "db-backup-chunk-index"
 INDEX_VERSION = 1
@@ -99,6 +112,37 @@ def chunk_namespace(key: str) -> str | None:
     if rest.startswith(KEYED_PREFIX) and "/" in rest:
         return rest[len(KEYED_PREFIX) : rest.index("/")]
     return None
+
+
+def bad_record_key(chunk: str) -> str:
+    """Where the "found bad" record of the chunk stored at ``chunk`` lives."""
+    return BAD_PREFIX + chunk[len(CHUNK_PREFIX) :]
+
+
+def bad_chunks(storage: Storage) -> set[str]:
+    """The storage keys of every chunk a read found corrupted (one listing)."""
+    return {CHUNK_PREFIX + i.key[len(BAD_PREFIX) :] for i in storage.list(BAD_PREFIX)}
+
+
+def mark_bad(storage: Storage, chunk: str, reason: str) -> None:
+    """Record that the chunk stored at ``chunk`` is corrupted, so no backup reuses it.
+
+    Best effort: a store the reader may not write to (read-only credentials)
+    only loses the record; the read still fails with its own error.
+    """
+    doc = {"chunk": chunk, "found_at": datetime.now(UTC).isoformat(), "reason": reason}
+    with contextlib.suppress(BackupError):
+        storage.put_bytes(bad_record_key(chunk), json.dumps(doc).encode())
+
+
+def require_good_chunks(storage: Storage, keys: set[str], what: str) -> None:
+    """Raise IntegrityError when a chunk of ``keys`` is recorded bad (nothing is written)."""
+    bad = sorted(keys & bad_chunks(storage))
+    if bad:
+        raise IntegrityError(
+            f"{what} uses {len(bad)} chunk(s) found corrupted while it ran (first: {bad[0]}); "
+            "no manifest written: run the backup again, it uploads them anew"
+        )
 
 
 def lookup(storage: Storage, key: str) -> ObjectInfo | None:

@@ -12,9 +12,15 @@ from pathlib import Path
 
 import zstandard
 
-from db_backup.chunks.index import DEFAULT_WORKERS, ChunkIndex, chunk_key, read_index
+from db_backup.chunks.index import (
+    DEFAULT_WORKERS,
+    ChunkIndex,
+    chunk_key,
+    mark_bad,
+    read_index,
+)
 from db_backup.crypto.stream import DataKey
-from db_backup.errors import ChecksumMismatch, IntegrityError, ObjectNotFound
+from db_backup.errors import BackupError, ChecksumMismatch, IntegrityError, ObjectNotFound
 from db_backup.manifest import StoredObject
 from db_backup.pipeline import check_digest
 from db_backup.storage.base import Storage
@@ -39,6 +45,17 @@ def _fetch(
         raise IntegrityError(
             f"chunk {name} of {where} is missing from {storage.describe()}"
         ) from exc
+    try:
+        return _decode_checked(blob, name, digest, raw_size, where, key)
+    except BackupError as exc:
+        mark_bad(storage, name, str(exc))
+        raise
+
+
+def _decode_checked(
+    blob: bytes, name: str, digest: str, raw_size: int, where: str, key: DataKey | None
+) -> bytes:
+    """The chunk's zstd frame once authenticated (sealed), decoded and its digest checked."""
     if key is not None:
         blob = key.open(blob, f"chunk {name} of {where}")
     # The stored size is not checked: a chunk renewed by a later backup (another

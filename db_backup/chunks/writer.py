@@ -24,6 +24,8 @@ from db_backup.chunks.index import (
     ChunkIndex,
     ChunkPolicy,
     StorageClock,
+    bad_chunks,
+    bad_record_key,
     chunk_key,
     lookup,
 )
@@ -73,6 +75,7 @@ class ChunkUploader:
         self.policy = policy or ChunkPolicy()
         self.stats = ChunkStats()
         self.clock = StorageClock(storage)
+        self.bad = bad_chunks(storage)
         self.first_decision: datetime | None = None
         self._done: dict[str, int] = {}  # digest -> stored size, decided in this backup
         self._lock = threading.Lock()
@@ -114,20 +117,26 @@ class ChunkUploader:
         return digest, len(data), stored
 
     def _ensure(self, digest: str, data: memoryview) -> int:
-        """Reuse a young enough copy in the store, else upload (renewing an old one)."""
+        """Reuse a young enough copy in the store, else upload (renewing an old one).
+
+        A chunk recorded bad is never reused: it is uploaded again and its record cleared.
+        """
         key = chunk_key(digest, self.key_id)
         now = self.clock.now()
         with self._lock:
             if self.first_decision is None or now < self.first_decision:
                 self.first_decision = now
         info = lookup(self.storage, key)
-        if info is not None and info.modified and info.modified >= now - self.policy.refresh_age:
+        fresh = now - self.policy.refresh_age
+        if info is not None and info.modified and info.modified >= fresh and key not in self.bad:
             self._count_reuse(len(data))
             return info.size
         blob = self._compressor().compress(data)
         if self.key is not None:
             blob = self.key.seal(blob)
         self.storage.put_bytes(key, blob)
+        if key in self.bad:
+            self.storage.delete(bad_record_key(key))
         with self._lock:
             if info is None:
                 self.stats.new_chunks += 1

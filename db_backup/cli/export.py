@@ -69,13 +69,39 @@ def gc(
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
     passphrase_secret: PassphraseSecretOpt = None,
+    leftovers: Annotated[
+        bool,
+        typer.Option(
+            "--leftovers",
+            help="Instead of chunks: remove what killed runs left behind (staging folders, "
+            "SQLite restore files in --in folders, PostgreSQL scratch databases on --server).",
+        ),
+    ] = False,
+    folders: Annotated[
+        list[Path] | None,
+        typer.Option("--in", help="With --leftovers: a folder holding SQLite restore targets."),
+    ] = None,
+    servers: Annotated[
+        list[str] | None,
+        typer.Option("--server", help="With --leftovers: a PostgreSQL server URL to check."),
+    ] = None,
 ) -> None:
     """Delete chunks of incremental backups that no backup references any more.
 
     Encrypted incremental backups' indexes are read with the passphrase
     ($DB_BACKUP_PASSPHRASE or --passphrase-secret); without one, the chunks of
     keys still in use are all kept (a warning says so).
+
+    With --leftovers, gc removes instead what killed runs left behind: staging
+    folders in $DB_BACKUP_STAGING or the temp dir, hidden `.<target>.restore-*`
+    files next to SQLite targets in each --in folder, `*_dbb_*` scratch databases
+    on each --server; only those whose process is gone (or, made on another
+    host or by an older db-backup, older than a day). A running backup's or
+    restore's files are never removed. --dry-run lists only.
     """
+    if leftovers:
+        _gc_leftovers(folders or [], servers or [], dry_run, as_json)
+        return
     from db_backup.blocks.passphrase import load_passphrase
     from db_backup.blocks.resolve import resolve_storage
     from db_backup.chunks.gc import collect_garbage
@@ -112,3 +138,13 @@ def gc(
             else ""
         )
     )
+
+
+def _gc_leftovers(folders: list[Path], servers: list[str], dry_run: bool, as_json: bool) -> None:
+    from db_backup.cli import leftovers as cli_leftovers
+
+    try:
+        found = cli_leftovers.find_all(folders, servers, dry_run)
+    except BackupError as exc:
+        fail(str(exc), exc.exit_code)
+    cli_leftovers.report(found, dry_run, as_json)

@@ -22,7 +22,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
-from urllib.parse import quote, unquote
+from urllib.parse import quote_plus, unquote_plus
 
 from db_backup.errors import IntegrityError
 from db_backup.pipeline import COPY_CHUNK
@@ -33,8 +33,6 @@ MIN_DOCUMENT = 5  # int32 length + terminating NUL
 MAX_METADATA = 64 * 1024 * 1024
 BSON_SUFFIX = ".bson"
 METADATA_SUFFIX = ".metadata.json"
-# Go's url.PathEscape leaves these unescaped in a path segment; mongodump uses it.
-_PATH_SAFE = "$&+,;=:@~"
 _MAX_ESCAPED = 238
 
 
@@ -141,8 +139,14 @@ def _read_exact(stream: BinaryIO, n: int) -> bytes:
 
 # -- names and metadata ----------------------------------------------------------
 def escape_collection(name: str) -> str:
-    """The file stem mongodump uses for a collection (url.PathEscape, long names hashed)."""
-    escaped = quote(name, safe=_PATH_SAFE)
+    """The file stem mongodump uses for a collection, so mongorestore reads back the same name.
+
+    mongodump escapes with Go's ``url.QueryEscape`` (everything but letters,
+    digits and ``-_.~`` as %XX, a space as ``+``), which is what mongorestore
+    unescapes: ``a+b`` -> ``a%2Bb``, ``a b`` -> ``a+b``. Long names keep a
+    prefix and a hash of the whole name.
+    """
+    escaped = quote_plus(name, safe="")
     if len(escaped) > _MAX_ESCAPED:
         digest = base64.urlsafe_b64encode(hashlib.sha1(name.encode()).digest()).rstrip(b"=")
         escaped = escaped[:208] + "%24" + digest.decode()
@@ -349,7 +353,8 @@ def scan_archive(stream: BinaryIO, what: str) -> ArchiveIndex:
                 f"{what} holds two databases ({index.database!r}, {member.db!r}); expected one"
             )
         index.database = member.db
-        entry = by_stem.setdefault(member.stem, CollectionEntry(unquote(member.stem), member.stem))
+        fallback = CollectionEntry(unquote_plus(member.stem), member.stem)
+        entry = by_stem.setdefault(member.stem, fallback)
         if member.suffix == METADATA_SUFFIX:
             _read_metadata(member, entry)
         else:

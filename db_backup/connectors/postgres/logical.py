@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from db_backup import leftovers
 from db_backup.connectors import _proc
 from db_backup.connectors._proc import Secret
 from db_backup.connectors.base import DumpResult, RestoreRequest, RestoreResult, RestoreSource
@@ -325,7 +326,8 @@ class PostgresConnector:
         The old database is dropped only after the new one restored completely
         and its row counts matched, so a failed restore leaves the target as it was.
         """
-        scratch = f"{self.database[:40]}_dbb_{os.urandom(4).hex()}"
+        self.sweep_scratch_databases()
+        scratch = leftovers.scratch_database_name(self.database)  # owner pid + time in the name
         side = self._with_database(scratch)
         fresh = RestoreRequest(tables=None, force=False, options=dict(request.options))
         fresh.options.pop("globals", None)
@@ -347,6 +349,26 @@ class PostgresConnector:
                 f"ALTER DATABASE {catalog.ident(scratch)} RENAME TO {catalog.ident(self.database)}"
             )
         return RestoreResult(self.describe(), sorted(source.manifest.tables))
+
+    def sweep_scratch_databases(self, dry_run: bool = False) -> list[leftovers.Leftover]:
+        """Scratch databases (``*_dbb_*``) on this server; drops the stale ones unless dry_run.
+
+        Stale means what :mod:`db_backup.leftovers` says (its process is gone, ...);
+        one that cannot be dropped (still in use) is reported, not stale.
+        """
+        with contextlib.closing(self._connect(MAINTENANCE_DB, TargetError)) as conn:
+            rows = conn.execute(
+                "SELECT datname FROM pg_database WHERE datname LIKE %s", ("%\\_dbb\\_%",)
+            ).fetchall()
+        server = f"{self.host}:{self.port}"
+        found = [f for (name,) in rows if (f := leftovers.classify_database(name, server))]
+        for item in found if not dry_run else []:
+            if item.stale:
+                try:
+                    self._with_database(item.name).drop()
+                except Exception as exc:
+                    item.stale, item.reason = False, f"cannot be dropped: {_first_line(exc)}"
+        return found
 
     def _with_database(self, database: str) -> PostgresConnector:
         twin = copy.copy(self)

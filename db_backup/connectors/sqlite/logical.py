@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
 
+from db_backup import leftovers
 from db_backup.connectors.base import DumpResult, RestoreRequest, RestoreResult, RestoreSource
 from db_backup.errors import ConfigError, IntegrityError, SourceError, StagingError, TargetError
 from db_backup.manifest import Manifest
@@ -125,7 +126,9 @@ class SqliteConnector:
         obj = source.part("database")
         self.check_target(source.manifest, request)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.restore-{uuid.uuid4().hex[:8]}")
+        # Named with this process and the time: a killed restore's file is swept next time.
+        leftovers.sweep(leftovers.find_restore_files(self.path.parent, self.path.name))
+        tmp = self.path.with_name(leftovers.restore_file_name(self.path.name))
         try:
             with source.open(obj) as stream, open(tmp, "wb") as out:
                 copy_stream(stream, out)
