@@ -131,6 +131,7 @@ class Manifest(BaseModel):
             "objects": len(self.objects),
             "tables": len(self.tables),
             "encrypted": self.encryption is not None,
+            "damaged": bool(self.extra.get("damaged")),
             "server_version": self.server_version,
         }
 
@@ -194,8 +195,12 @@ def parse_backup_id(value: str) -> datetime:
 
 
 def check_name(name: str) -> str:
-    """Validate a backup name (a path segment in every store)."""
-    if not _NAME_RE.match(name):
+    """Validate a backup name (a path segment in every store); ConfigError showing it escaped.
+
+    The whole name must match (``fullmatch``: ``$`` alone would let a trailing
+    newline through, which breaks ``list``); control characters never pass.
+    """
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
         from db_backup.errors import ConfigError
 
         raise ConfigError(

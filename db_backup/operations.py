@@ -29,12 +29,30 @@ class DumpOutcome:
     started_at: datetime
 
 
-def stage_dump(connector: Connector, sink: DumpSink) -> DumpOutcome:
-    """Run the connector's dump into ``sink``; no partial file survives a failure."""
+def stage_dump(
+    connector: Connector,
+    sink: DumpSink,
+    *,
+    allow_empty: bool = False,
+    allow_damaged: bool = False,
+) -> DumpOutcome:
+    """Run the connector's dump into ``sink``; no partial file survives a failure.
+
+    A dump with no tables fails (SourceError naming the database) unless
+    ``allow_empty``: an empty database is far more often the wrong database
+    than the one meant. ``allow_damaged`` lets a source that fails the
+    engine's own check be backed up as it is (the manifest records it).
+    """
     started = datetime.now(UTC)
+    sink.allow_damaged = sink.allow_damaged or allow_damaged
     result = connector.dump(sink)
     if not sink.objects:
         raise SourceError(f"dump of {connector.describe()} produced no data")
+    if not result.tables and not allow_empty:
+        raise SourceError(
+            f"database {connector.describe()} has no tables; pass allow_empty (--allow-empty) "
+            "to back up an empty database"
+        )
     return DumpOutcome(result, list(sink.objects), started)
 
 

@@ -95,7 +95,9 @@ class DumpSink:
     ``level`` and ``threads`` tune zstd (threads=-1 uses every core, good for a
     file source; 0 keeps one core free for a database server on the same host).
     ``layers`` are extra encodings applied after compression (encryption),
-    each given as (name, factory).
+    each given as (name, factory). ``allow_damaged``: the caller accepts a
+    source that fails the engine's own consistency check (recorded in the
+    manifest) instead of failing the dump.
     """
 
     staging: Path
@@ -104,6 +106,7 @@ class DumpSink:
     layers: list[tuple[str, EncodeLayer]] = field(default_factory=list)
     progress: ProgressFn | None = None
     objects: list[StagedObject] = field(default_factory=list)
+    allow_damaged: bool = False
 
     @contextlib.contextmanager
     def open(self, part: str, filename: str, fmt: str) -> Iterator[BinaryIO]:

@@ -18,13 +18,20 @@ An encrypted backup needs its data key: without one, :class:`PassphraseRequired`
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 
 from db_backup.chunks.reader import materialize
 from db_backup.connectors.base import RestoreSource
 from db_backup.crypto.keys import PASSPHRASE_ENV, backup_key_id
 from db_backup.crypto.stream import DataKey
-from db_backup.errors import EncryptionError, IntegrityError, ObjectNotFound, PassphraseRequired
+from db_backup.errors import (
+    EncryptionError,
+    IntegrityError,
+    ObjectNotFound,
+    PassphraseRequired,
+    StagingError,
+)
 from db_backup.manifest import Manifest, StoredObject
 from db_backup.pipeline import COPY_CHUNK, DecodeLayer, check_digest, sha256_file
 from db_backup.storage.base import Storage
@@ -80,7 +87,12 @@ def download_verified(
     """
     dest = staging / obj.key.replace("/", "__")
     if obj.chunked:
-        return materialize(storage, obj, dest, key if obj.encrypted else None)
+        try:
+            return materialize(storage, obj, dest, key if obj.encrypted else None)
+        except OSError as exc:
+            if exc.errno in DISK_FULL:
+                raise staging_failure(dest, exc) from exc
+            raise
     try:
         storage.get_file(obj.key, dest)
         size, digest = sha256_file(dest)
@@ -90,10 +102,25 @@ def download_verified(
         raise IntegrityError(
             f"object {obj.key} listed in the manifest is missing from {storage.describe()}"
         ) from exc
+    except OSError as exc:
+        dest.unlink(missing_ok=True)
+        if exc.errno in DISK_FULL:  # the staged copy; network errors keep their own class
+            raise staging_failure(dest, exc) from exc
+        raise
     except BaseException:
         dest.unlink(missing_ok=True)
         raise
     return dest
+
+
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def staging_failure(path: Path, exc: OSError) -> StagingError:
+    """One line for a staging file that cannot be written (a full disk named as such)."""
+    if exc.errno in DISK_FULL:
+        return StagingError(f"staging file {path}: no space left on device")
+    return StagingError(f"staging file {path}: {exc.strerror or exc}")
 
 
 def whole_sealed_objects(manifest: Manifest) -> bool:

@@ -51,6 +51,8 @@ def backup_database(
     encrypt: bool = False,
     passphrase_secret: str | None = None,
     mode: str = "full",
+    allow_empty: bool = False,
+    allow_damaged: bool = False,
 ) -> str:
     """Back up ``database`` to ``storage`` and return the new backup id.
 
@@ -73,10 +75,24 @@ def backup_database(
     backup_id = allocate_id(storage, name)
     with staging_dir("backup") as staging:
         if mode == "incremental":
-            outcome = dump_chunked(database, storage, str(staging), compression_level, key=key)
+            outcome = dump_chunked(
+                database,
+                storage,
+                str(staging),
+                compression_level,
+                key=key,
+                allow_empty=allow_empty,
+                allow_damaged=allow_damaged,
+            )
         else:
             outcome = dump_database(
-                database, str(staging), compression_level, compression_threads, key=key
+                database,
+                str(staging),
+                compression_level,
+                compression_threads,
+                key=key,
+                allow_empty=allow_empty,
+                allow_damaged=allow_damaged,
             )
         ops.check_shrink(previous, outcome, min_size_ratio, allow_shrink)
         stored = []

@@ -56,8 +56,21 @@ def restore_database(
         for obj in manifest.objects:
             staged[obj.key] = download_object(storage, obj, str(staging), key=key)
         result = restore_objects(target, manifest, staged, tables, force, options, key=key)
+    damaged = manifest.extra.get("damaged")
+    if damaged:
+        get_run_logger().warning(
+            "Backup %s/%s was taken of a damaged database (%s): restored as it is",
+            name,
+            manifest.backup_id,
+            damaged,
+        )
     get_run_logger().info("Restore of %s/%s complete", name, manifest.backup_id)
-    return {"backup_id": manifest.backup_id, "target": result.target, "tables": result.tables}
+    return {
+        "backup_id": manifest.backup_id,
+        "target": result.target,
+        "tables": result.tables,
+        "damaged": damaged,
+    }
 
 
 @alerting_flow("verify-backup", flow_run_name="verify-{name}-{backup}")

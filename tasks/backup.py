@@ -20,9 +20,18 @@ from db_backup.units import human_bytes
 
 @io_task("dump")
 def dump_database(
-    database: str, staging: str, level: int, threads: int | None, key: KeySource | None = None
+    database: str,
+    staging: str,
+    level: int,
+    threads: int | None,
+    key: KeySource | None = None,
+    allow_empty: bool = False,
+    allow_damaged: bool = False,
 ) -> ops.DumpOutcome:
     """Dump ``database`` into staging, streamed through sha256 and zstd (one pass).
+
+    Fails on a database with no tables unless ``allow_empty``, and on one that
+    fails the engine's own check unless ``allow_damaged`` (see ``ops.stage_dump``).
 
     The dump is compressed as it is produced, so staging never holds the raw
     dump and memory does not grow with its size. With ``key``, every part is
@@ -35,7 +44,9 @@ def dump_database(
         sink = DumpSink(
             Path(staging), level=level, threads=threads, layers=layers, progress=current_progress()
         )
-        outcome = ops.stage_dump(connector, sink)
+        outcome = ops.stage_dump(
+            connector, sink, allow_empty=allow_empty, allow_damaged=allow_damaged
+        )
     if key:
         require_encrypted(outcome.objects)
     raw = sum(o.raw_size for o in outcome.objects)

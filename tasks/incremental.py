@@ -21,7 +21,13 @@ from db_backup.units import human_bytes
 
 @io_task("dump-chunked")
 def dump_chunked(
-    database: str, storage: str, staging: str, level: int, key: KeySource | None = None
+    database: str,
+    storage: str,
+    staging: str,
+    level: int,
+    key: KeySource | None = None,
+    allow_empty: bool = False,
+    allow_damaged: bool = False,
 ) -> ops.DumpOutcome:
     """Dump ``database`` into the chunk store of ``storage``; stage one index per part.
 
@@ -35,7 +41,7 @@ def dump_chunked(
     store = resolve_storage(storage)
     data_key = load_data_key(key) if key else None
     sink = inc.chunking_sink(store, Path(staging), level, current_progress(), key=data_key)
-    outcome = ops.stage_dump(connector, sink)
+    outcome = ops.stage_dump(connector, sink, allow_empty=allow_empty, allow_damaged=allow_damaged)
     if key:
         require_encrypted(outcome.objects)
     for obj in outcome.objects:

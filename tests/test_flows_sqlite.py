@@ -93,10 +93,14 @@ def test_suspiciously_small_dump_fails_unless_allowed(
         conn.execute("DROP TABLE customers")
     conn.close()
     sqlite3.connect(shop).execute("VACUUM").connection.close()
-    with pytest.raises(SourceError, match="dump has no tables"):
-        backup_database(database=str(shop), storage=str(store), name="shop")
+    with pytest.raises(SourceError, match="shop.db has no tables; pass allow_empty"):
+        backup_database(database=str(shop), storage=str(store), name="shop", allow_shrink=True)
+    with pytest.raises(SourceError, match="dump has no tables but backup shop/"):
+        backup_database(database=str(shop), storage=str(store), name="shop", allow_empty=True)
     assert len(list_backups(LocalStorage(store), "shop")) == 1
-    backup_database(database=str(shop), storage=str(store), name="shop", allow_shrink=True)
+    backup_database(
+        database=str(shop), storage=str(store), name="shop", allow_shrink=True, allow_empty=True
+    )
     assert len(list_backups(LocalStorage(store), "shop")) == 2
 
 

@@ -175,6 +175,16 @@ def backup(
     allow_shrink: Annotated[
         bool, typer.Option("--allow-shrink", help="Accept a dump much smaller than the last one.")
     ] = False,
+    allow_empty: Annotated[
+        bool, typer.Option("--allow-empty", help="Accept a database with no tables.")
+    ] = False,
+    allow_damaged: Annotated[
+        bool,
+        typer.Option(
+            "--allow-damaged",
+            help="Back up a SQLite database that fails its integrity check, marked damaged.",
+        ),
+    ] = False,
     encrypt: Annotated[
         bool,
         typer.Option(
@@ -197,8 +207,11 @@ def backup(
     try:
         ref = database_reference(kind, database, url)
         from db_backup.chunks.incremental import check_mode
+        from db_backup.manifest import check_name
 
         check_mode(mode)
+        if name is not None:
+            check_name(name)
     except BackupError as exc:
         fail(str(exc), exc.exit_code)
     store = storage_location(storage)
@@ -212,6 +225,8 @@ def backup(
         encrypt=encrypt,
         passphrase_secret=passphrase_secret,
         mode=mode,
+        allow_empty=allow_empty,
+        allow_damaged=allow_damaged,
     )
     _print_backup_summary(store, backup_id, name, ref, load_manifest, human_bytes)
     typer.echo(backup_id)
@@ -283,6 +298,7 @@ def _print_table(manifests: list[Any], rows: list[dict[str, Any]]) -> None:
         typer.echo(
             f"{m.name:<20} {m.backup_id:<17} {m.engine:<8} {human_bytes(m.stored_bytes):>10} "
             f"{len(m.tables):>6}  {s['sha256'][:16]}  {_drill_cell(s)}"
+            + ("  (damaged source)" if s["damaged"] else "")
         )
 
 
@@ -360,6 +376,12 @@ def restore(
         passphrase_secret=passphrase_secret,
         options=options or None,
     )
+    if result.get("damaged"):
+        typer.echo(
+            f"warning: {name}/{result['backup_id']} was taken of a damaged database "
+            f"({result['damaged']}); it was restored as it is",
+            err=True,
+        )
     typer.echo(
         f"Restored {name}/{result['backup_id']} into {result['target']} "
         f"({len(result['tables'])} table(s))"  # type: ignore[arg-type]
@@ -380,6 +402,8 @@ def verify(
 
     Encrypted incremental backups need the passphrase to check their chunks.
     """
+    from db_backup.blocks.resolve import resolve_storage
+    from db_backup.catalog import load_manifest
     from db_backup.flows.restore import verify_backup
 
     ids = run_flow(
@@ -390,8 +414,10 @@ def verify(
         all_backups=all_backups,
         passphrase_secret=passphrase_secret,
     )
+    store = resolve_storage(storage_location(storage))
     for backup_id in ids:
-        typer.echo(f"ok {name}/{backup_id}")
+        damaged = load_manifest(store, name, backup_id).extra.get("damaged")
+        typer.echo(f"ok {name}/{backup_id}" + (f" (damaged source: {damaged})" if damaged else ""))
 
 
 def main() -> None:

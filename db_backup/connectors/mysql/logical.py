@@ -283,7 +283,7 @@ class MySQLConnector:
                 f"restore target {self.describe()} already holds {len(existing)} table(s); "
                 "use --force to replace them"
             )
-        clash = sorted(set(request.tables or []) & set(existing))
+        clash = name_clashes(request.tables or [], existing, self._names_fold_case())
         if clash:
             raise TargetError(
                 f"restore target {self.describe()} already has table(s) {', '.join(clash)}; "
@@ -317,14 +317,25 @@ class MySQLConnector:
             return True
 
     def _check_counts(self, manifest: Manifest, tables: list[str]) -> None:
-        live = self.row_counts()
+        fold = str.lower if self._names_fold_case() else str  # a restored `Base` may be `base`
+        live = {fold(k): v for k, v in self.row_counts().items()}
         for table in tables:
             want = manifest.tables.get(table)
-            if want is not None and live.get(table) != want:
+            got = live.get(fold(table))
+            if want is not None and got != want:
                 raise IntegrityError(
-                    f"restored table {table} in {self.describe()} has {live.get(table)} rows; "
+                    f"restored table {table} in {self.describe()} has {got} rows; "
                     f"backup {manifest.name}/{manifest.backup_id} counted {want}"
                 )
+
+    def _names_fold_case(self) -> bool:
+        """True when the server compares table names case-insensitively.
+
+        ``lower_case_table_names`` 1 (stored lower case) or 2 (compared lower
+        case): then ``Base`` in the target is the table a restore of ``base`` drops.
+        """
+        with contextlib.closing(self._connect(None, TargetError)) as conn:
+            return int(_scalar(conn, "SELECT @@lower_case_table_names") or 0) != 0
 
     def _existing_tables(self) -> list[str] | None:
         with contextlib.closing(self._connect(None, TargetError)) as conn, conn.cursor() as cur:
@@ -483,6 +494,13 @@ def check_tables(tables: list[str] | None, manifest: Manifest) -> None:
             f"table(s) {', '.join(missing)} not in backup {manifest.name}/{manifest.backup_id} "
             f"(it has: {', '.join(sorted(manifest.tables)) or 'no tables'})"
         )
+
+
+def name_clashes(tables: list[str], existing: list[str], fold_case: bool) -> list[str]:
+    """The ``tables`` a restore would replace in a target holding ``existing``."""
+    key = str.lower if fold_case else str
+    present = {key(t) for t in existing}
+    return sorted(t for t in tables if key(t) in present)
 
 
 def _try_global_lock(conn: Any) -> bool:

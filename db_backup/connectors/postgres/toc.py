@@ -170,7 +170,11 @@ def render(entries: list[TocEntry]) -> str:
 
 
 def resolve_tables(tables: list[str] | None, manifest: Manifest) -> list[str] | None:
-    """Qualified names for ``tables`` ('orders' -> 'public.orders'); ConfigError if unknown."""
+    """Qualified names for ``tables`` ('orders' -> 'public.orders'); ConfigError if unknown.
+
+    A name that matches exactly wins; otherwise it is read as PostgreSQL reads an
+    identifier ('"Base"' is exactly Base, unquoted Base is base).
+    """
     if tables is None:
         return None
     known = set(manifest.tables)
@@ -180,6 +184,9 @@ def resolve_tables(tables: list[str] | None, manifest: Manifest) -> list[str] | 
             out.append(name)
             continue
         matches = sorted(t for t in known if t.split(".", 1)[1] == name)
+        if not matches:  # PostgreSQL's reading: '"Base"' is exactly Base, Base is base
+            name = _identifier(name)
+            matches = sorted(t for t in known if name in (t, t.split(".", 1)[1]))
         if len(matches) != 1:
             why = "is ambiguous" if matches else "is not"
             raise ConfigError(
@@ -188,3 +195,10 @@ def resolve_tables(tables: list[str] | None, manifest: Manifest) -> list[str] | 
             )
         out.append(matches[0])
     return out
+
+
+def _identifier(name: str) -> str:
+    """A table name as PostgreSQL reads it: '"Base"' is exactly Base, Base is base."""
+    if len(name) > 1 and name.startswith('"') and name.endswith('"'):
+        return name[1:-1].replace('""', '"')
+    return name.lower()
