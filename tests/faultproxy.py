@@ -94,7 +94,12 @@ class FaultProxy:
             self.rules.clear()
 
     def close(self) -> None:
+        """Stop listening (new connections are refused) and reset every open connection."""
         self._closed.set()
+        with contextlib.suppress(OSError):
+            # Wakes the accept() blocked in another thread; a bare close() would leave
+            # the socket listening until that accept() returned with one more client.
+            self._server.shutdown(socket.SHUT_RDWR)
         self._server.close()
         with self._lock:
             for sock in self._conns:
