@@ -94,3 +94,31 @@ def test_reservation_is_not_a_backup_and_is_never_handed_out_twice(tmp_path: Pat
     second = allocate_backup_id(store, "shop")
     assert second > first
     assert second >= new_backup_id()
+
+
+def test_prune_treats_a_reservation_as_an_unfinished_backup(tmp_path: Path) -> None:
+    """A reservation without a manifest is an orphan (removed after the grace period,
+    never counted as a backup); a pruned backup loses its reservation with its objects."""
+    from datetime import UTC, datetime, timedelta
+
+    from db_backup.pruning import apply_plan, plan_prune
+    from db_backup.retention import Policy
+    from db_backup.storage.local import LocalStorage
+
+    store = LocalStorage(tmp_path / "store")
+    first = plain_backup.backup(SqliteConnector(make_source(tmp_path / "a.db", 1)), store, "shop")
+    second = plain_backup.backup(SqliteConnector(make_source(tmp_path / "b.db", 2)), store, "shop")
+    unfinished = allocate_backup_id(store, "shop")
+    now = datetime.now(UTC)
+    young = plan_prune(store, "shop", Policy(keep_last=1), now)
+    assert sorted(d.backup_id for d in young.decisions) == [first.backup_id, second.backup_id]
+    assert [o.backup_id for o in young.young_orphans] == [unfinished]
+    result = apply_plan(
+        store, plan_prune(store, "shop", Policy(keep_last=1), now + timedelta(days=2))
+    )
+    assert result.removed == [first.backup_id]
+    assert result.orphans_removed == [unfinished]
+    left = sorted(i.key for i in store.list("shop/"))
+    assert all(k.startswith(f"shop/{second.backup_id}/") for k in left)
+    assert f"shop/{second.backup_id}/{RESERVATION_NAME}" in left
+    assert [m.backup_id for m in list_backups(store, "shop")] == [second.backup_id]

@@ -83,13 +83,19 @@ class DumpKilled(Exception):
 
 # -- engines -----------------------------------------------------------------------
 class Engine:
-    """Make small source databases of one engine, fresh targets, and compare them."""
+    """Make small source databases of one engine, fresh targets, and compare them.
 
-    def __init__(self, kind: str, tmp: Path, nx: str | None) -> None:
+    Sources are read-only in every cell, so with ``shared`` (the module's engine of
+    the same kind) each (seed, rows) source is built once per module.
+    """
+
+    def __init__(self, kind: str, tmp: Path, nx: str | None, shared: Engine | None = None) -> None:
         self.kind = kind
         self.tmp = tmp
         self.nx = nx
+        self.shared = shared
         self.made: list[str] = []
+        self.sources: dict[tuple[int, int], str] = {}
 
     def _name(self, role: str) -> str:
         name = h.unique(f"fm_{role}")
@@ -105,7 +111,14 @@ class Engine:
         }[self.kind]
 
     def source(self, seed: int, rows: int = 30) -> str:
-        """A database whose rows depend on ``seed`` (``rows`` of them)."""
+        """A database whose rows depend on ``seed`` (``rows`` of them); never modify it."""
+        if self.shared is not None:
+            return self.shared.source(seed, rows)
+        if (seed, rows) not in self.sources:
+            self.sources[seed, rows] = self._make_source(seed, rows)
+        return self.sources[seed, rows]
+
+    def _make_source(self, seed: int, rows: int) -> str:
         name = self._name("src")
         if self.kind == "sqlite":
             with contextlib.closing(sqlite3.connect(self.url(name))) as conn, conn:
@@ -201,8 +214,19 @@ def nx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         proc.wait(timeout=10)
 
 
+@pytest.fixture(scope="module")
+def shared_engines(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Engine]]:
+    """One engine per kind for the module: it owns the (read-only) source databases."""
+    engines: dict[str, Engine] = {}
+    yield engines
+    for eng in engines.values():
+        eng.cleanup()
+
+
 @pytest.fixture
-def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[str], Engine]]:
+def engine(
+    request: pytest.FixtureRequest, tmp_path: Path, shared_engines: dict[str, Engine]
+) -> Iterator[Callable[[str], Engine]]:
     made: list[Engine] = []
 
     def make(kind: str) -> Engine:
@@ -211,7 +235,10 @@ def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[
         if kind == "mariadb":
             need_service(h.my_available(), "MariaDB on 127.0.0.1:3306")
         nx_url = request.getfixturevalue("nx") if kind == "mongodb" else None
-        eng = Engine(kind, tmp_path, nx_url)
+        if kind not in shared_engines:
+            home = Path(tempfile.mkdtemp(prefix=f"fm-{kind}-", dir=tmp_path.parent))
+            shared_engines[kind] = Engine(kind, home, nx_url)
+        eng = Engine(kind, tmp_path, nx_url, shared_engines[kind])
         made.append(eng)
         return eng
 
