@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from db_backup.catalog import RESERVATION_NAME, allocate_backup_id, find_backup, list_backups
-from db_backup.connectors.sqlite import SqliteConnector
+from db_backup.connectors.sqlite.logical import SqliteConnector
 from db_backup.manifest import Manifest, new_backup_id
 from tests import plain_backup
 from tests.sqlite_helpers import dump_rows
@@ -101,8 +101,8 @@ def test_prune_treats_a_reservation_as_an_unfinished_backup(tmp_path: Path) -> N
     never counted as a backup); a pruned backup loses its reservation with its objects."""
     from datetime import UTC, datetime, timedelta
 
-    from db_backup.pruning import apply_plan, plan_prune
-    from db_backup.retention import Policy
+    from db_backup.retention.policy import Policy
+    from db_backup.retention.prune import apply_plan, plan_prune
     from db_backup.storage.local import LocalStorage
 
     store = LocalStorage(tmp_path / "store")

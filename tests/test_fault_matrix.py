@@ -21,7 +21,7 @@ successful backups), the older backup still restores equal to its source, and
 every successful backup restores equal to its own source.
 
 The steps are the backup and restore flows' own operations (db_backup.operations,
-catalog) with the tasks' retry rule (IO_RETRIES more attempts when the error is
+catalog) with the tasks' retry rule (TRANSFER.retries more attempts when the error is
 transient), without the delays; SDK-level retries are off, so every retry seen
 here is a task retry. ``test_503_then_recover_through_prefect_task_retries``
 runs one cell through the real flow and Prefect's task retries.
@@ -42,7 +42,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from db_backup.tasks.retry import IO_RETRIES
 
 from db_backup import operations as ops
 from db_backup.catalog import (
@@ -51,12 +50,14 @@ from db_backup.catalog import (
     list_backups,
     release_backup_id,
 )
+from db_backup.checks.records import verify_backup_objects
 from db_backup.connectors import connector_from_url
 from db_backup.errors import IntegrityError, SourceError, StorageError, is_transient
 from db_backup.manifest import Manifest
 from db_backup.pipeline import DumpSink
 from db_backup.storage.base import Storage
 from db_backup.storage.local import LocalStorage
+from db_backup.tasks.policy import LOOKUP, TRANSFER
 from tests import plain_backup
 from tests import server_helpers as h
 from tests.conftest import need_service
@@ -248,7 +249,7 @@ def engine(
 
 
 # -- the flow's steps with the tasks' retry rule -------------------------------------
-def like_a_task(fn: Callable[[], T], retries: int = IO_RETRIES) -> T:
+def like_a_task(fn: Callable[[], T], retries: int = TRANSFER.retries) -> T:
     """Run ``fn`` as a task with ``retries`` retries on transient errors (no delays)."""
     for attempt in range(retries + 1):
         try:
@@ -268,7 +269,7 @@ def backup(
     """What backup_database does: reserve an id, dump, check, upload, manifest last;
     on failure the id is given back if nothing was stored under it."""
     connector = connector_from_url(url)
-    backup_id = like_a_task(lambda: allocate_backup_id(store, NAME), retries=2)
+    backup_id = like_a_task(lambda: allocate_backup_id(store, NAME), retries=LOOKUP.retries)
     try:
         with tempfile.TemporaryDirectory(prefix="fm-stage-") as staging:
             outcome = like_a_task(lambda: _dump(connector, Path(staging), on_first_bytes))
@@ -482,7 +483,7 @@ def _flipped_byte(cell: Cell) -> None:
     with pytest.raises(IntegrityError, match="sha256"):
         plain_backup.restore(direct, made, connector_from_url(target))
     assert not eng.exists(target), "the restore touched its target before checking the download"
-    assert ops.verify_manifest_objects(direct, made), "verify missed the flipped byte"
+    assert verify_backup_objects(direct, made).problems, "verify missed the flipped byte"
     cell.damaged.append(made.backup_id)  # still listed (it is a backup) but fails verify
 
 
@@ -522,7 +523,6 @@ def test_503_then_recover_through_prefect_task_retries(
     can carry the upload through; delays are cut to zero."""
     from db_backup.flows.backup import backup_database
     from db_backup.tasks import backup as backup_tasks
-
     from tests.cloud.conftest import s3_env
 
     sut = stores("s3")

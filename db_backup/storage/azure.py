@@ -80,15 +80,16 @@ class AzureBlobStorage(PrefixedKeys):
     def create_exclusive(self, key: str, data: bytes) -> bool:
         """``overwrite=False`` sends ``If-None-Match: *``: 409 BlobAlreadyExists when taken."""
         try:
-            self._blob(key).upload_blob(
-                data, overwrite=False, validate_content=True, timeout=int(self.settings.timeout)
-            )
-        except Exception as exc:
-            code = str(getattr(exc, "error_code", "") or "")
-            status = getattr(exc, "status_code", None)
+            with self._sdk(key):
+                self._blob(key).upload_blob(
+                    data, overwrite=False, validate_content=True, timeout=int(self.settings.timeout)
+                )
+        except StorageError as exc:
+            code = str(getattr(exc.__cause__, "error_code", "") or "")
+            status = getattr(exc.__cause__, "status_code", None)
             if code in ("BlobAlreadyExists", "ConditionNotMet") or status == 412:
                 return False
-            raise self._error(exc, key) from exc
+            raise
         return True
 
     def put_file(self, key: str, path: Path) -> UploadReceipt:

@@ -87,17 +87,18 @@ class GcsStorage(PrefixedKeys):
     def create_exclusive(self, key: str, data: bytes) -> bool:
         """An upload with ``ifGenerationMatch=0``: GCS refuses it (412) when the key exists."""
         try:
-            self._blob(key).upload_from_string(
-                data,
-                timeout=self.settings.timeout,
-                retry=self._retry(),
-                checksum="crc32c",
-                if_generation_match=0,
-            )
-        except Exception as exc:
-            if _status_of(exc) == 412:
+            with self._sdk(key):
+                self._blob(key).upload_from_string(
+                    data,
+                    timeout=self.settings.timeout,
+                    retry=self._retry(),
+                    checksum="crc32c",
+                    if_generation_match=0,
+                )
+        except StorageError as exc:
+            if exc.__cause__ is not None and _status_of(exc.__cause__) == 412:
                 return False
-            raise self._error(exc, key) from exc
+            raise
         return True
 
     def put_file(self, key: str, path: Path) -> UploadReceipt:

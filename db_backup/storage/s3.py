@@ -101,17 +101,18 @@ class S3Storage(PrefixedKeys):
         """
         digest = hashlib.sha256(data).digest()
         try:
-            self.client.put_object(
-                Bucket=self.bucket,
-                Key=self.full_key(key),
-                Body=data,
-                ChecksumSHA256=b64(digest),
-                IfNoneMatch="*",
-            )
-        except Exception as exc:
-            if _precondition_failed(exc):
+            with self._sdk(key):
+                self.client.put_object(
+                    Bucket=self.bucket,
+                    Key=self.full_key(key),
+                    Body=data,
+                    ChecksumSHA256=b64(digest),
+                    IfNoneMatch="*",
+                )
+        except StorageError as exc:
+            if _precondition_failed(exc.__cause__):
                 return False
-            raise self._error(exc, key) from exc
+            raise
         return True
 
     def put_file(self, key: str, path: Path) -> UploadReceipt:
@@ -273,7 +274,7 @@ def _check_part(where: str, reply: dict[str, Any], data: bytes, sha256: bytes) -
     return reply
 
 
-def _precondition_failed(exc: Exception) -> bool:
+def _precondition_failed(exc: BaseException | None) -> bool:
     response = getattr(exc, "response", None)
     if not isinstance(response, dict):
         return False
