@@ -7,6 +7,7 @@ guessed at.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 
 from db_backup.errors import BackupNotFound, ManifestError, StorageError
@@ -25,6 +26,8 @@ from db_backup.storage.base import Storage
 
 SkipFn = Callable[[str, Exception], None]
 RESERVED_PREFIXES = ("_", ".")
+RESERVATION_NAME = "reservation.json"
+MAX_RESERVE_ATTEMPTS = 600
 
 
 def _ignore(key: str, exc: Exception) -> None:
@@ -88,7 +91,13 @@ def find_backup(storage: Storage, name: str, ref: str = "latest") -> Manifest:
 
 
 def allocate_backup_id(storage: Storage, name: str) -> str:
-    """A fresh id for ``name``, later than every id used under it.
+    """A fresh id for ``name``, later than every id used under it, reserved in the store.
+
+    The id is claimed by creating ``<name>/<id>/reservation.json`` only if it is
+    absent (one atomic step of the store), so two backups of one name started in
+    the same second, on one machine or two, never share an id: the loser takes
+    the next second. A reservation without a manifest is an unfinished backup:
+    never listed, and removed by prune once older than its orphan grace.
 
     Never an id that a pruned backup once had: backups made faster than one a
     second run ahead of the clock, and prune may empty an id's prefix, so "not
@@ -99,10 +108,39 @@ def allocate_backup_id(storage: Storage, name: str) -> str:
     newest = max((u for u in used if is_backup_id(u)), default="")
     if newest >= backup_id:
         backup_id = next_backup_id(newest)
-    while _prefix_used(storage, backup_prefix(name, backup_id)):
+    for _ in range(MAX_RESERVE_ATTEMPTS):
+        if storage.create_exclusive(
+            reservation_key(name, backup_id), _reservation(name, backup_id)
+        ):
+            return backup_id
         backup_id = next_backup_id(backup_id)
-    return backup_id
+    raise StorageError(
+        f"could not reserve a backup id for {name!r} in {storage.describe()}: "
+        f"{MAX_RESERVE_ATTEMPTS} ids in a row were taken"
+    )
 
 
-def _prefix_used(storage: Storage, prefix: str) -> bool:
-    return any(True for _ in storage.list(prefix))
+def release_backup_id(storage: Storage, name: str, backup_id: str) -> bool:
+    """Give back the id of a run that failed before storing anything.
+
+    Deletes the reservation only when it is the sole object under the id's
+    prefix, so a failed run whose source could not even be read leaves the
+    store as it was. Once anything else was stored, the id stays claimed (the
+    leftovers are an unfinished backup that prune removes later). True when
+    the reservation was removed.
+    """
+    keys = [i.key for i in storage.list(backup_prefix(name, backup_id))]
+    if keys != [reservation_key(name, backup_id)]:
+        return False
+    storage.delete(keys[0])
+    return True
+
+
+def reservation_key(name: str, backup_id: str) -> str:
+    """The object that claims ``backup_id`` for one backup run."""
+    return f"{backup_prefix(name, backup_id)}{RESERVATION_NAME}"
+
+
+def _reservation(name: str, backup_id: str) -> bytes:
+    record = {"name": name, "backup_id": backup_id, "reserved_at": new_backup_id()}
+    return (json.dumps(record) + "\n").encode()

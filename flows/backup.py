@@ -21,6 +21,7 @@ from db_backup.tasks.backup import (
     checksum_file,
     dump_database,
     previous_backup,
+    released_on_failure,
     upload_file,
     write_manifest,
 )
@@ -73,7 +74,7 @@ def backup_database(
     previous = previous_backup(storage, name)
     key = prepare_encryption(storage, passphrase_secret) if encrypt else None
     backup_id = allocate_id(storage, name)
-    with staging_dir("backup") as staging:
+    with released_on_failure(storage, name, backup_id), staging_dir("backup") as staging:
         if mode == "incremental":
             outcome = dump_chunked(
                 database,

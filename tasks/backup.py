@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 from prefect import get_run_logger
 
 from db_backup import operations as ops
 from db_backup.blocks.resolve import resolve_database, resolve_storage
-from db_backup.catalog import allocate_backup_id, list_backups
+from db_backup.catalog import allocate_backup_id, list_backups, release_backup_id
 from db_backup.crypto.keys import KeySource, require_encrypted
 from db_backup.manifest import Manifest, StoredObject
 from db_backup.pipeline import DumpSink, StagedObject
@@ -92,6 +94,21 @@ def previous_backup(storage: str, name: str) -> Manifest | None:
 def allocate_id(storage: str, name: str) -> str:
     """A fresh, sortable backup id not yet used under ``name``."""
     return allocate_backup_id(resolve_storage(storage), name)
+
+
+@contextlib.contextmanager
+def released_on_failure(storage: str, name: str, backup_id: str) -> Iterator[None]:
+    """On any failure inside, give the reserved id back if nothing was stored under it.
+
+    Best effort: a store that cannot be reached keeps the reservation, which
+    prune removes later with other unfinished backups.
+    """
+    try:
+        yield
+    except BaseException:
+        with contextlib.suppress(Exception):
+            release_backup_id(resolve_storage(storage), name, backup_id)
+        raise
 
 
 @io_task("write-manifest")

@@ -14,11 +14,19 @@ pipe.
         proxy.add("reset", times=2, method="PUT")       # 2 uploads cut mid-body
         proxy.add("cut", times=1, method="GET")         # 1 response cut after 200 bytes
         proxy.add("stall", times=None, method="GET")    # every download hangs
+
+With ``gcs_preconditions=True`` the proxy also honours GCS's create-if-absent
+precondition (``ifGenerationMatch=0`` on a single-request upload), which real
+GCS enforces and gcp-storage-emulator ignores: such uploads are serialised,
+and one whose object already exists gets ``412 Precondition Failed``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import http.client
+import json
+import re
 import socket
 import struct
 import threading
@@ -56,9 +64,11 @@ class FaultProxy:
     rules: list[Rule] = field(default_factory=list)
     injected: list[str] = field(default_factory=list)
     requests: int = 0
+    gcs_preconditions: bool = False
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
+        self._create_lock = threading.Lock()
         self._server = socket.socket()
         self._server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._server.bind(("127.0.0.1", 0))
@@ -84,7 +94,12 @@ class FaultProxy:
             self.rules.clear()
 
     def close(self) -> None:
+        """Stop listening (new connections are refused) and reset every open connection."""
         self._closed.set()
+        with contextlib.suppress(OSError):
+            # Wakes the accept() blocked in another thread; a bare close() would leave
+            # the socket listening until that accept() returned with one more client.
+            self._server.shutdown(socket.SHUT_RDWR)
         self._server.close()
         with self._lock:
             for sock in self._conns:
@@ -141,6 +156,10 @@ class FaultProxy:
             method, path, headers = _parse_head(head)
             length = int(headers.get("content-length", "0") or 0)
             fault = self._pick(method, path)
+            if fault is None and self._create_if_absent(method, path):
+                body, buf = _read_body(client, buf, length)
+                self._conditional_create(client, method, path, headers, body)
+                return
             if fault == "503":
                 if headers.get("expect", "").lower() != "100-continue":
                     buf = _drain(client, buf, length)
@@ -166,6 +185,65 @@ class FaultProxy:
                 _forward(client, upstream, buf, length // 2)
                 return  # close(): both sides reset mid-body
             buf = _forward(client, upstream, buf, length)
+
+    # -- GCS create-if-absent (the emulator ignores ifGenerationMatch) ----------
+    def _create_if_absent(self, method: str, path: str) -> bool:
+        return self.gcs_preconditions and method == "POST" and "ifGenerationMatch=0" in path
+
+    def _conditional_create(
+        self, client: socket.socket, method: str, path: str, headers: dict[str, str], body: bytes
+    ) -> None:
+        """Check and create under one lock, as the real service does atomically."""
+        bucket = re.search(r"/b/([^/?]+)/o", path)
+        name = re.search(rb'"name"\s*:\s*"((?:[^"\\]|\\.)*)"', body)
+        assert bucket and name, f"cannot read the object name of {path}"
+        obj = json.loads(b'"' + name.group(1) + b'"')
+        send = {k: v for k, v in headers.items() if k not in _HOP_HEADERS}
+        with self._create_lock:
+            up = http.client.HTTPConnection("127.0.0.1", self.upstream_port, timeout=30)
+            quoted = _quote(obj)
+            up.request("GET", f"/storage/v1/b/{bucket.group(1)}/o/{quoted}")
+            exists = up.getresponse()
+            exists.read()
+            up.close()
+            if exists.status == 200:
+                reply = json.dumps({"error": {"code": 412, "message": "Precondition Failed"}})
+                _reply(client, 412, "Precondition Failed", {}, reply.encode())
+                return
+            up = http.client.HTTPConnection("127.0.0.1", self.upstream_port, timeout=30)
+            up.request(method, path, body=body, headers=send)
+            answer = up.getresponse()
+            data = answer.read()
+            up.close()
+        kept = {k: v for k, v in answer.getheaders() if k.lower() not in _HOP_HEADERS}
+        _reply(client, answer.status, answer.reason, kept, data)
+
+
+_HOP_HEADERS = {"connection", "content-length", "transfer-encoding", "keep-alive", "host"}
+
+
+def _quote(name: str) -> str:
+    from urllib.parse import quote
+
+    return quote(name, safe="")
+
+
+def _read_body(client: socket.socket, buf: bytes, length: int) -> tuple[bytes, bytes]:
+    while len(buf) < length:
+        data = client.recv(_BUF)
+        if not data:
+            break
+        buf += data
+    return buf[:length], buf[length:]
+
+
+def _reply(
+    client: socket.socket, status: int, reason: str, headers: dict[str, str], body: bytes
+) -> None:
+    lines = [f"HTTP/1.1 {status} {reason}"]
+    lines += [f"{k}: {v}" for k, v in headers.items()]
+    lines += [f"Content-Length: {len(body)}", "Connection: close", "", ""]
+    client.sendall("\r\n".join(lines).encode("latin-1") + body)
 
 
 class _Conn:

@@ -6,7 +6,7 @@ import tempfile
 from pathlib import Path
 
 from db_backup import operations as ops
-from db_backup.catalog import allocate_backup_id
+from db_backup.catalog import allocate_backup_id, release_backup_id
 from db_backup.connectors.base import Connector, RestoreRequest, RestoreResult, RestoreSource
 from db_backup.manifest import Manifest
 from db_backup.pipeline import DumpSink
@@ -17,6 +17,16 @@ from db_backup.storage.base import Storage
 def backup(connector: Connector, store: Storage, name: str, level: int = 3) -> Manifest:
     """What the backup flow does, step by step, without Prefect."""
     backup_id = allocate_backup_id(store, name)
+    try:
+        return _backup_as(connector, store, name, backup_id, level)
+    except BaseException:
+        release_backup_id(store, name, backup_id)  # as the flow's released_on_failure
+        raise
+
+
+def _backup_as(
+    connector: Connector, store: Storage, name: str, backup_id: str, level: int
+) -> Manifest:
     with tempfile.TemporaryDirectory() as staging:
         sink = DumpSink(Path(staging), level=level)
         outcome = ops.stage_dump(connector, sink)

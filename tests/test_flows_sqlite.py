@@ -37,7 +37,7 @@ def store(tmp_path: Path) -> Path:
 
 
 def only_object(store: Path, name: str, backup_id: str) -> Path:
-    [obj] = [p for p in (store / name / backup_id).iterdir() if p.name != "manifest.json"]
+    [obj] = [p for p in (store / name / backup_id).iterdir() if p.suffix == ".zst"]
     return obj
 
 

@@ -77,6 +77,21 @@ class AzureBlobStorage(PrefixedKeys):
     def put_bytes(self, key: str, data: bytes) -> None:
         self._put_single(key, data)
 
+    def create_exclusive(self, key: str, data: bytes) -> bool:
+        """``overwrite=False`` sends ``If-None-Match: *``: 409 BlobAlreadyExists when taken."""
+        try:
+            with self._sdk(key):
+                self._blob(key).upload_blob(
+                    data, overwrite=False, validate_content=True, timeout=int(self.settings.timeout)
+                )
+        except StorageError as exc:
+            code = str(getattr(exc.__cause__, "error_code", "") or "")
+            status = getattr(exc.__cause__, "status_code", None)
+            if code in ("BlobAlreadyExists", "ConditionNotMet") or status == 412:
+                return False
+            raise
+        return True
+
     def put_file(self, key: str, path: Path) -> UploadReceipt:
         if file_size(path) <= self.settings.part_size:
             return self._put_single(key, read_small(path))

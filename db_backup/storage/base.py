@@ -4,6 +4,9 @@ Keys are ``/``-separated strings relative to the store's root (a directory,
 a bucket prefix). Adapters promise:
 
 * ``put_file`` / ``put_bytes`` make an object appear whole or not at all;
+* ``create_exclusive`` creates a small object only if its key is absent, as
+  one atomic step of the store itself (two writers racing for one key: exactly
+  one gets True);
 * ``list`` never shows an object that is still being written (a multipart
   upload, a ``*.partial-*`` file), and gives each object's size and, where
   the store keeps one, its modification time (prune uses it for orphans);
@@ -62,6 +65,16 @@ class Storage(Protocol):
 
     def put_bytes(self, key: str, data: bytes) -> None:
         """Store a small object (a manifest, an index) atomically."""
+        ...
+
+    def create_exclusive(self, key: str, data: bytes) -> bool:
+        """Create ``key`` holding ``data`` only if no object has that key.
+
+        True when this call created it; False when the key already existed
+        (its content is left as it was). The check and the write are one
+        atomic step of the store (``O_EXCL``, ``If-None-Match: *``,
+        ``ifGenerationMatch=0``): used to reserve backup ids.
+        """
         ...
 
     def get_file(self, key: str, dest: Path) -> None:

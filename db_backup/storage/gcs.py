@@ -84,6 +84,23 @@ class GcsStorage(PrefixedKeys):
             )
         self._check_md5(key, blob, hashlib.md5(data, usedforsecurity=False).digest())
 
+    def create_exclusive(self, key: str, data: bytes) -> bool:
+        """An upload with ``ifGenerationMatch=0``: GCS refuses it (412) when the key exists."""
+        try:
+            with self._sdk(key):
+                self._blob(key).upload_from_string(
+                    data,
+                    timeout=self.settings.timeout,
+                    retry=self._retry(),
+                    checksum="crc32c",
+                    if_generation_match=0,
+                )
+        except StorageError as exc:
+            if exc.__cause__ is not None and _status_of(exc.__cause__) == 412:
+                return False
+            raise
+        return True
+
     def put_file(self, key: str, path: Path) -> UploadReceipt:
         from db_backup.storage.cloud import HashingReader
 

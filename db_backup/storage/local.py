@@ -54,6 +54,26 @@ class LocalStorage:
     def put_bytes(self, key: str, data: bytes) -> None:
         self._write(key, lambda dst: dst.write(data))
 
+    def create_exclusive(self, key: str, data: bytes) -> bool:
+        final = self._path(key)
+        self._ensure_dir(final.parent)
+        try:
+            fd = os.open(final, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            return False
+        except OSError as exc:
+            raise _map_os_error(exc, final) from exc
+        try:
+            with os.fdopen(fd, "wb") as dst:
+                dst.write(data)
+                dst.flush()
+                os.fsync(dst.fileno())
+            _fsync_dir(final.parent)
+        except OSError as exc:
+            final.unlink(missing_ok=True)
+            raise _map_os_error(exc, final) from exc
+        return True
+
     def _write(self, key: str, fill: object) -> None:
         final = self._path(key)
         self._ensure_dir(final.parent)

@@ -93,6 +93,28 @@ class S3Storage(PrefixedKeys):
     def put_bytes(self, key: str, data: bytes) -> None:
         self._put_single(key, data)
 
+    def create_exclusive(self, key: str, data: bytes) -> bool:
+        """``PutObject`` with ``If-None-Match: *`` (S3 conditional writes, moto 5 too).
+
+        412 PreconditionFailed: the key exists. 409 ConditionalRequestConflict: another
+        conditional write of the key is in flight; either way it is not ours.
+        """
+        digest = hashlib.sha256(data).digest()
+        try:
+            with self._sdk(key):
+                self.client.put_object(
+                    Bucket=self.bucket,
+                    Key=self.full_key(key),
+                    Body=data,
+                    ChecksumSHA256=b64(digest),
+                    IfNoneMatch="*",
+                )
+        except StorageError as exc:
+            if _precondition_failed(exc.__cause__):
+                return False
+            raise
+        return True
+
     def put_file(self, key: str, path: Path) -> UploadReceipt:
         if file_size(path) <= self.settings.part_size:
             data = read_small(path)
@@ -250,6 +272,15 @@ def _check_part(where: str, reply: dict[str, Any], data: bytes, sha256: bytes) -
         raise mismatch(where, "ETag", md5, etag)
     reply["_md5"] = md5 if _is_md5_etag(etag) else None
     return reply
+
+
+def _precondition_failed(exc: BaseException | None) -> bool:
+    response = getattr(exc, "response", None)
+    if not isinstance(response, dict):
+        return False
+    code = str(response.get("Error", {}).get("Code", ""))
+    status = int(response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+    return code in ("PreconditionFailed", "ConditionalRequestConflict") or status == 412
 
 
 def _is_md5_etag(etag: str) -> bool:

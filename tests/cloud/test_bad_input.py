@@ -227,7 +227,7 @@ def test_restore_refuses_missing_or_altered_object(
     first = backup_database(database=str(src), storage=url)
     second = backup_database(database=str(src), storage=url)
     store = open_store(kind, svc.endpoint, bucket, "d")
-    [obj] = [i for i in store.list(f"shop/{second}/") if not i.key.endswith("manifest.json")]
+    [obj] = [i for i in store.list(f"shop/{second}/") if i.key.endswith(".zst")]
     if damage == "missing":
         store.delete(obj.key)
     else:
