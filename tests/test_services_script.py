@@ -124,7 +124,8 @@ def test_fresh_postgres_cluster_gets_a_root_login_without_password(
 
     started = services("pg_ensure_running", fresh_cluster.version, fresh_cluster.name)
     assert started.returncode == 0, started.stderr
-    assert pg_root_login(fresh_cluster.port).returncode != 0  # the simulation is a fresh host
+    refused = pg_root_login(fresh_cluster.port)  # the simulation is a fresh host:
+    assert refused.returncode == 2 and "no password supplied" in refused.stderr
 
     args = ("pg_ensure_login", str(fresh_cluster.port), PG_SOCKETS, str(fresh_cluster.log))
     configured = services(*args)
@@ -231,7 +232,11 @@ def test_fresh_mariadb_gets_a_root_login_over_tcp_without_password(
     )
     started = mariadb_dir.start(*([resolve] if resolve else []))
     assert started.returncode == 0, started.stderr
-    assert my_root_login(mariadb_dir.port).returncode != 0  # the simulation is a fresh host
+    refused = my_root_login(mariadb_dir.port)  # the simulation is a fresh host:
+    assert refused.returncode == 1
+    assert "Access denied for user 'root'" in refused.stderr or (
+        "Host '127.0.0.1' is not allowed to connect" in refused.stderr
+    )
 
     args = ("mariadb_ensure_login", mariadb_dir.socket, str(mariadb_dir.port), mariadb_dir.log)
     configured = services(*args)
