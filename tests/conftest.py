@@ -8,8 +8,9 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -53,6 +54,63 @@ def need_service(available: bool, what: str) -> None:
     if in_ci():
         pytest.fail(f"{what} is required under CI=true but is not available")
     pytest.skip(f"{what} is not available")
+
+
+def docker_available() -> bool:
+    """True when a Docker daemon answers (testcontainers can start containers)."""
+    try:
+        import docker
+
+        client = docker.from_env(timeout=5)
+        try:
+            return bool(client.ping())
+        finally:
+            client.close()
+    except Exception:
+        return False
+
+
+@pytest.fixture(scope="session")
+def docker_daemon() -> None:
+    """For tests marked ``docker``: skip locally, fail under CI, without a daemon.
+
+    scripts/test.sh deselects those tests (``-m "not docker"``) when there is no
+    daemon, and says so; once a container is asked for, any error is a failure.
+    """
+    need_service(docker_available(), "a Docker daemon (deselect these tests with -m 'not docker')")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Under CI=true a skip is a failure: nothing may step aside unnoticed.
+
+    Tests that cannot run in CI are deselected by marker instead (see ``docker``).
+    """
+    report: pytest.TestReport = yield
+    if in_ci() and report.skipped and not hasattr(report, "wasxfail"):
+        longrepr = report.longrepr
+        reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+        report.outcome = "failed"
+        report.longrepr = f"skipped under CI=true, where nothing may skip: {reason}"
+    return report
+
+
+_deselected_docker: list[str] = []
+
+
+def pytest_deselected(items: list[pytest.Item]) -> None:
+    _deselected_docker.extend(i.nodeid for i in items if i.get_closest_marker("docker"))
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Say how many Docker-only tests did not run, and why."""
+    if _deselected_docker:
+        why = "no Docker daemon" if not docker_available() else "deselected by -m"
+        terminalreporter.write_line(
+            f"deselected {len(_deselected_docker)} Docker-only tests: {why}"
+        )
 
 
 @pytest.fixture(scope="session")

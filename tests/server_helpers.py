@@ -190,10 +190,10 @@ def pg_make_rich(name: str) -> None:
         conn.execute(PG_RICH)
 
 
-def pg_snapshot(name: str) -> dict[str, Any]:
+def pg_snapshot(name: str, **kw: Any) -> dict[str, Any]:
     """Schema (columns, constraints, indexes, triggers, functions, views, enums, sequences)
-    and every row of every table, ordered, as text."""
-    with pg_connect(name) as conn:
+    and every row of every table, ordered, as text (``kw``: another server or user)."""
+    with pg_connect(name, **kw) as conn:
         q = lambda sql: [tuple(r) for r in conn.execute(sql).fetchall()]  # noqa: E731
         tables = [
             r[0]

@@ -42,7 +42,7 @@ def test_backup_list_verify_restore(cli: CliRunner, tmp_path: Path) -> None:
 
 def test_errors_are_one_line_and_non_zero(cli: CliRunner, tmp_path: Path) -> None:
     missing = cli("backup", "--type", "sqlite", "--database", "missing.db")
-    assert missing.returncode != 0
+    assert missing.returncode == 3  # a source problem (README: exit codes)
     assert missing.stderr.strip().splitlines() == [
         f"error: SQLite database {tmp_path / 'missing.db'} does not exist"
     ]

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -158,6 +158,45 @@ class Stack:
                 return run  # type: ignore[no-any-return]
             time.sleep(1)
         raise AssertionError(f"flow run {run_id} did not finish: {run['state']}")
+
+    def hook_finished(self, run_id: str) -> bool:
+        """The run's on_failure hook (which may post to Slack) has returned."""
+        logs = self.post(
+            "/logs/filter", {"logs": {"flow_run_id": {"any_": [run_id]}}, "limit": 200}
+        )
+        return any("Hook 'notify_failure' finished running" in log["message"] for log in logs)
+
+    def automation_acted_on(self, run_id: str) -> bool:
+        """A server automation has finished its action for this run's Failed event."""
+        failed = self.post(
+            "/events/filter",
+            {
+                "filter": {
+                    "event": {"name": ["prefect.flow-run.Failed"]},
+                    "resource": {"id": [f"prefect.flow-run.{run_id}"]},
+                },
+                "limit": 10,
+            },
+        )["events"]
+        triggers = {f"prefect.event.{event['id']}" for event in failed}
+        executed = self.post(
+            "/events/filter",
+            {"filter": {"event": {"name": ["prefect.automation.action.executed"]}}, "limit": 50},
+        )["events"]
+        return any(
+            related.get("prefect.resource.id") in triggers
+            for event in executed
+            for related in event.get("related", [])
+        )
+
+
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = 120.0) -> None:
+    """Poll ``condition`` until it holds; fail naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting until {what}")
+        time.sleep(0.5)
 
 
 def _wait_healthy(api: str, proc: subprocess.Popen[bytes], log: Path) -> None:
@@ -328,7 +367,8 @@ def test_prefect_yaml_deploys_runs_and_alerts(
     assert bad_run["state"]["type"] == "FAILED"
     assert "step 'dump' failed" in bad_run["state"]["message"]
     (message,) = slack.wait_for(r"Database: ghost")
-    time.sleep(3)  # a second (duplicate) post would arrive within this
+    # no duplicate: once the only possible sender (this run's hook) is done, still one post
+    wait_until(lambda: stack.hook_finished(bad), "the failed run's hook has finished")
     ghost = [m for m in slack.messages if "ghost" in m["text"]]
     assert ghost == [message]
     text = message["text"]
@@ -485,10 +525,16 @@ def test_apply_fleet_twice_changes_nothing_the_second_time(
 
     # a failure of an apply-made deployment is posted once, by the server's automation
     # (the worker's hook is configured too, and stays silent for it)
-    run = stack.wait_final(stack.run_deployment("backup-database/ledger"))
+    ledger_run = stack.run_deployment("backup-database/ledger")
+    run = stack.wait_final(ledger_run)
     assert run["state"]["type"] == "FAILED"
     (message,) = slack.wait_for(r"Database: ledger")
-    time.sleep(5)
+    # no duplicate: once both possible senders are done (the run's hook, which must stay
+    # silent, and the server's automation), there is still exactly one post
+    wait_until(
+        lambda: stack.hook_finished(ledger_run) and stack.automation_acted_on(ledger_run),
+        "the ledger run's hook and the automation have both finished",
+    )
     assert [m for m in slack.messages if "Database: ledger" in m["text"]] == [message]
     assert "ended Failed" in message["text"]
     assert "gone.db does not exist" in message["text"]
@@ -510,9 +556,11 @@ def test_apply_fleet_twice_changes_nothing_the_second_time(
 def test_postgres_backup_through_a_deployment(stack: Stack, deployed: tuple[Path, Path]) -> None:
     ready = subprocess.run(["pg_isready", "-q", "-h", "127.0.0.1", "-p", "5432"], check=False)
     need_service(ready.returncode == 0, "PostgreSQL on 127.0.0.1:5432")
-    db = f"e2e_{os.getpid()}"
+    db, copy = f"e2e_{os.getpid()}", f"e2e_{os.getpid()}_copy"
     psql = ["psql", "-h", "127.0.0.1", "-U", "root", "-v", "ON_ERROR_STOP=1", "-q"]
-    subprocess.run([*psql, "-d", "postgres", "-c", f"DROP DATABASE IF EXISTS {db}"], check=True)
+    for name in (db, copy):
+        drop = f"DROP DATABASE IF EXISTS {name}"
+        subprocess.run([*psql, "-d", "postgres", "-c", drop], check=True)
     subprocess.run([*psql, "-d", "postgres", "-c", f"CREATE DATABASE {db}"], check=True)
     try:
         subprocess.run(
@@ -538,6 +586,33 @@ def test_postgres_backup_through_a_deployment(stack: Stack, deployed: tuple[Path
         store = deployed[1]
         (manifest_path,) = (store / "pg-e2e").glob("*/manifest.json")
         manifest = json.loads(manifest_path.read_text())
-        assert manifest["engine"] == "postgres" and manifest["tables"]
+        assert manifest["engine"] == "postgres"
+        assert manifest["tables"] == {"public.items": 500}
+        # what the deployment stored restores equal to the source
+        restored = stack.db_backup(
+            "restore",
+            manifest_path.parent.name,
+            "--name",
+            "pg-e2e",
+            "--to",
+            f"postgresql://root@127.0.0.1:5432/{copy}",
+            "--storage",
+            str(store),
+        )
+        assert restored.returncode == 0, restored.stderr
+        assert _pg_rows(psql, copy) == _pg_rows(psql, db)
+        assert len(_pg_rows(psql, copy)) == 500
     finally:
-        subprocess.run([*psql, "-d", "postgres", "-c", f"DROP DATABASE IF EXISTS {db}"])
+        for name in (db, copy):
+            subprocess.run([*psql, "-d", "postgres", "-c", f"DROP DATABASE IF EXISTS {name}"])
+
+
+def _pg_rows(psql: list[str], db: str) -> list[str]:
+    """Every row of ``items``, as text, in order."""
+    out = subprocess.run(
+        [*psql, "-d", db, "-Atc", "SELECT t::text FROM items t ORDER BY id"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return out.stdout.splitlines()

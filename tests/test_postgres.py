@@ -150,16 +150,6 @@ def test_parallel_restore_with_jobs(rich: str, dbs: list[str], tmp_path: Path) -
     assert not list((tmp_path / "r").glob("*.pgdump"))  # the decoded copy is removed
 
 
-def test_globals_are_stored_and_restorable(rich: str, dbs: list[str], tmp_path: Path) -> None:
-    conn = connector_from_url(PG_URL.format(rich) + "?globals=true")
-    manifest = h.backup(conn, tmp_path / "store", "g", tmp_path / "stage")
-    assert [o.part for o in manifest.objects] == ["database", "globals"]
-    target = h.unique("t_pg_glob")
-    dbs.append(target)
-    h.restore(conn_for(target), tmp_path / "store", manifest, tmp_path / "r", globals=True)
-    assert conn_for(target).row_counts() == manifest.tables
-
-
 def test_restore_refuses_database_with_data_and_leaves_it_unchanged(
     rich: str, dbs: list[str], tmp_path: Path
 ) -> None:
@@ -425,6 +415,61 @@ def test_password_never_leaks(
     for path in (tmp_path / "store").rglob("*"):
         if path.is_file():
             assert password.encode() not in path.read_bytes()
+
+
+def test_globals_restore_creates_roles_with_attributes_and_memberships(
+    rich: str, pw_cluster: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Guards issue 12 item 19: a restore with globals creates the source's roles with their
+    attributes, password and memberships (the old test restored where the roles already
+    existed, so it proved nothing). The target is a cluster that has none of them; a table
+    owned by one of them comes back with its owner and the data equal to the source."""
+    group, member, secret = h.unique("t_grp"), h.unique("t_mbr"), "pw-" + h.unique("r")
+    with h.pg_connect(rich) as c:
+        c.execute(f'CREATE ROLE "{group}" NOLOGIN')
+        c.execute(
+            f'CREATE ROLE "{member}" LOGIN CREATEDB CONNECTION LIMIT 7 '
+            f"PASSWORD '{secret}' IN ROLE \"{group}\""
+        )
+        c.execute(f'ALTER TABLE sales.regions OWNER TO "{member}"')
+    try:
+        conn = connector_from_url(PG_URL.format(rich) + "?globals=true")
+        manifest = h.backup(conn, tmp_path / "store", "g", tmp_path / "stage")
+    finally:
+        with h.pg_connect(rich) as c:
+            c.execute("ALTER TABLE sales.regions OWNER TO root")
+            c.execute(f'DROP ROLE "{member}"')
+            c.execute(f'DROP ROLE "{group}"')
+    assert [o.part for o in manifest.objects] == ["database", "globals"]
+
+    monkeypatch.setenv("DB_BACKUP_PG_PASSWORD", pw_cluster["password"])
+    target = h.unique("t_pg_glob")
+    target_url = f"postgresql://postgres@127.0.0.1:{pw_cluster['port']}/{target}"
+    h.restore(
+        connector_from_url(target_url), tmp_path / "store", manifest, tmp_path / "r", globals=True
+    )
+
+    there = {"port": int(pw_cluster["port"]), "user": "postgres"}
+    with h.pg_connect("postgres", **there, password=pw_cluster["password"]) as c:
+        roles = c.execute(
+            "SELECT rolname, rolcanlogin, rolcreatedb, rolconnlimit, rolsuper FROM pg_roles "
+            "WHERE rolname IN (%s, %s) ORDER BY rolname = %s",
+            (group, member, member),
+        ).fetchall()
+        memberships = c.execute(
+            "SELECT g.rolname, m.rolname FROM pg_auth_members a "
+            "JOIN pg_roles g ON g.oid = a.roleid JOIN pg_roles m ON m.oid = a.member "
+            "WHERE m.rolname = %s",
+            (member,),
+        ).fetchall()
+    assert roles == [(group, False, False, -1, False), (member, True, True, 7, False)]
+    assert memberships == [(group, member)]
+    with h.pg_connect(target, **{**there, "user": member}, password=secret) as c:  # its password
+        owner = c.execute(
+            "SELECT tableowner FROM pg_tables WHERE schemaname = 'sales' AND tablename = 'regions'"
+        ).fetchone()
+    assert owner == (member,)
+    assert h.pg_snapshot(target, **there, password=pw_cluster["password"]) == h.pg_snapshot(rich)
 
 
 def test_server_stopped_mid_dump(
