@@ -18,7 +18,9 @@ python3 -m venv "$out/venv"
     || { tail -30 "$out/pip.log" >&2; echo "error: installing the wheel failed" >&2; exit 1; }
 echo "top-level packages in the wheel:"
 unzip -Z1 "$out"/dist/*.whl | cut -d/ -f1 | sort -u | grep -v dist-info
-unzip -Z1 "$out"/dist/*.whl | grep -q 'dist-info/licenses/LICENSE$' \
+# grep -q on a pipe would close it early, and pipefail turns unzip's SIGPIPE into a failure.
+members="$(unzip -Z1 "$out"/dist/*.whl)"
+grep -q 'dist-info/licenses/LICENSE$' <<<"$members" \
     || { echo "error: the wheel carries no LICENSE" >&2; exit 1; }
 # Every source module is in the wheel (a package missing from [tool.setuptools] packages
 # would be left out silently), under db_backup/ or mapped into it (flows/ -> db_backup/flows/).
