@@ -45,12 +45,15 @@ class Rule:
     times: int | None
     method: str | None = None
     path_contains: str | None = None
+    path_excludes: str | None = None
     hits: int = 0
 
     def matches(self, method: str, path: str) -> bool:
         if self.times is not None and self.hits >= self.times:
             return False
         if self.method and method != self.method:
+            return False
+        if self.path_excludes and self.path_excludes in path:
             return False
         return not (self.path_contains and self.path_contains not in path)
 
