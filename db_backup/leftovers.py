@@ -153,6 +153,14 @@ def _owner(match: re.Match[str]) -> Owner:
     return Owner(match["host"], int(match["pid"]), int(match["stamp"]))
 
 
+def _file_leftover(kind: str, path: Path, match: re.Match[str] | None) -> Leftover:
+    """A leftover file or folder; without an owner in its name (an old-style name),
+    its age is its modification time."""
+    owner = _owner(match) if match else None
+    stale, reason = judge(owner, owner.stamp if owner else path.stat().st_mtime)
+    return Leftover(kind, str(path), path.name, owner, stale, reason)
+
+
 def _tree_size(path: Path) -> int:
     if path.is_file():
         return path.stat().st_size
@@ -176,10 +184,7 @@ def find_staging(base: Path) -> list[Leftover]:
         match = _STAGING_RE.match(path.name)
         if not (match or _STAGING_OLD_RE.match(path.name)) or not path.is_dir():
             continue
-        owner = _owner(match) if match else None
-        made = owner.stamp if owner else path.stat().st_mtime
-        stale, reason = judge(owner, made)
-        found.append(Leftover("staging", str(path), path.name, owner, stale, reason))
+        found.append(_file_leftover("staging", path, match))
     return found
 
 
@@ -198,10 +203,7 @@ def find_restore_files(folder: Path, target: str | None = None) -> list[Leftover
             continue
         if not path.is_file():
             continue
-        owner = _owner(match) if match else None
-        made = owner.stamp if owner else path.stat().st_mtime
-        stale, reason = judge(owner, made)
-        found.append(Leftover("restore-file", str(path), path.name, owner, stale, reason))
+        found.append(_file_leftover("restore-file", path, match))
     return found
 
 

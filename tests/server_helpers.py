@@ -259,8 +259,9 @@ def my_available() -> bool:
         return False
 
 
-def my_exec(database: str | None, *statements: str) -> list[tuple[Any, ...]]:
-    conn = my_connect(database)
+def my_exec(database: str | None, *statements: str, **kw: Any) -> list[tuple[Any, ...]]:
+    """Run ``statements`` in order; the rows of the last one (``kw`` reach my_connect)."""
+    conn = my_connect(database, **kw)
     try:
         rows: list[tuple[Any, ...]] = []
         with conn.cursor() as cur:

@@ -11,7 +11,6 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -130,19 +129,6 @@ def _wait_mariadb(proc: subprocess.Popen[bytes], port: int, work: Path) -> None:
     pytest.fail(f"throwaway MariaDB on port {port} did not start:\n{tail}")
 
 
-def _my(port: int, database: str | None, *statements: str) -> list[tuple[Any, ...]]:
-    conn = h.my_connect(database, port=port)
-    try:
-        rows: list[tuple[Any, ...]] = []
-        with conn.cursor() as cur:
-            for sql in statements:
-                cur.execute(sql)
-                rows = list(cur.fetchall())
-        return rows
-    finally:
-        conn.close()
-
-
 def test_mariadb_restore_refuses_a_table_differing_only_in_case(
     tmp_path: Path, case_insensitive_mariadb: int
 ) -> None:
@@ -163,16 +149,16 @@ def test_mariadb_restore_refuses_a_table_differing_only_in_case(
     finally:
         h.my_drop(src)
     assert set(manifest.tables) == {"Base"}
-    _my(port, None, "CREATE DATABASE target", "CREATE TABLE target.base (v TEXT)")
-    _my(port, "target", "INSERT INTO base VALUES ('keep me')")
+    h.my_exec(None, "CREATE DATABASE target", "CREATE TABLE target.base (v TEXT)", port=port)
+    h.my_exec("target", "INSERT INTO base VALUES ('keep me')", port=port)
     target = connector_from_url(f"mysql://root@127.0.0.1:{port}/target")
     with pytest.raises(TargetError, match=r"already has table\(s\) Base; use --force"):
         h.restore(target, tmp_path / "store", manifest, tmp_path / "restore", tables=["Base"])
-    assert _my(port, "target", "SELECT v FROM base") == [("keep me",)]
+    assert h.my_exec("target", "SELECT v FROM base", port=port) == [("keep me",)]
     h.restore(
         target, tmp_path / "store", manifest, tmp_path / "forced", tables=["Base"], force=True
     )
-    assert _my(port, "target", "SELECT v FROM base") == [("new",)]
+    assert h.my_exec("target", "SELECT v FROM base", port=port) == [("new",)]
 
 
 def test_postgres_table_names_are_read_as_identifiers() -> None:
